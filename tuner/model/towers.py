@@ -1,0 +1,154 @@
+"""The query and candidate towers of the two-tower model.
+
+Side features live inside the towers as constant lookup tables indexed by user or item
+index, so a tower needs nothing but indices: the candidate tower can encode uniform
+negatives, CBNS bank entries and the whole corpus from item indices alone. Index 0 is
+padding everywhere (empty history slots, empty bag slots) and is masked out of every pooling.
+"""
+from __future__ import annotations
+
+import tuner  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+
+from tuner.data.types import Feature
+
+
+def masked_mean(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean of x [B, L, d] over the L slots where mask [B, L] is true; zeros for an all-padding row."""
+    m = tf.cast(mask, x.dtype)[..., None]
+    return tf.reduce_sum(x * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)
+
+
+class FeatureEmbedding(tf.keras.layers.Layer):
+    """One categorical feature of a user or item: table lookup, embedding, masked mean over the bag.
+
+    A single-category feature is a bag of one, so an unknown value (0) embeds to zeros
+    rather than to a learned "unknown" vector: one code path for both shapes.
+    """
+
+    def __init__(self, name: str, feature: Feature, dim: int, **kwargs):
+        super().__init__(name=f"feature_{name}", **kwargs)
+        values = np.asarray(feature.values)
+        if values.ndim == 1:
+            values = values[:, None]
+        if values.ndim != 2 or (values.size and (values.min() < 0 or values.max() >= feature.vocab_size)):
+            raise ValueError(f"feature {name!r}: values must be a [rows] or [rows, L] array of categories "
+                             f"in 0..{feature.vocab_size - 1} (vocab_size {feature.vocab_size})")
+        self.table = tf.constant(values.astype(np.int32))
+        self.embedding = tf.keras.layers.Embedding(feature.vocab_size, dim)
+
+    def call(self, index: tf.Tensor) -> tf.Tensor:
+        bag = tf.gather(self.table, index)
+        return masked_mean(self.embedding(bag), bag != 0)
+
+
+class HistoryPooling(tf.keras.layers.Layer):
+    """Pools item embeddings [B, N, d] of a left-padded history into [B, d], ignoring padding.
+
+    mean / max: over the valid items. attention: softmax over valid items of a learned additive
+    score (the last Dense's kernel is the learned query). gru: the final state of a GRU that
+    skips masked steps. A history with no valid items pools to zeros in every mode.
+    """
+
+    def __init__(self, pooling: str, dim: int, **kwargs):
+        super().__init__(name=f"history_{pooling}", **kwargs)
+        if pooling not in ("mean", "max", "attention", "gru"):
+            raise ValueError(f"model.history_pooling: {pooling!r} is not one of mean, max, attention, gru")
+        self.pooling = pooling
+        if pooling == "attention":
+            self.project = tf.keras.layers.Dense(dim, activation="tanh")
+            self.score = tf.keras.layers.Dense(1, use_bias=False)
+        elif pooling == "gru":
+            self.gru = tf.keras.layers.GRU(dim)
+
+    def call(self, x: tf.Tensor, mask: tf.Tensor, training=False) -> tf.Tensor:
+        any_valid = tf.reduce_any(mask, axis=1, keepdims=True)
+        if self.pooling == "mean":
+            return masked_mean(x, mask)
+        if self.pooling == "max":
+            hidden = tf.where(mask[..., None], x, tf.float32.min)
+            return tf.where(any_valid, tf.reduce_max(hidden, axis=1), 0.0)
+        if self.pooling == "attention":
+            logits = tf.squeeze(self.score(self.project(x)), -1)
+            # Masked slots get weight exactly 0 (exp underflows), so padding cannot leak in.
+            weights = tf.nn.softmax(tf.where(mask, logits, -1e9), axis=1) * tf.cast(mask, x.dtype)
+            return tf.reduce_sum(x * weights[..., None], axis=1)
+        return tf.where(any_valid, self.gru(x, mask=mask, training=training), 0.0)
+
+
+class MLP(tf.keras.layers.Layer):
+    """ReLU hidden layers with dropout, then a linear projection to the embedding size."""
+
+    def __init__(self, hidden: list[int], out_dim: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = [tf.keras.layers.Dense(n, activation="relu") for n in hidden]
+        self.dropout = [tf.keras.layers.Dropout(dropout) for _ in hidden] if dropout > 0 else []
+        self.out = tf.keras.layers.Dense(out_dim)
+
+    def call(self, x: tf.Tensor, training=False) -> tf.Tensor:
+        for i, layer in enumerate(self.hidden):
+            x = layer(x)
+            if self.dropout:
+                x = self.dropout[i](x, training=training)
+        return self.out(x)
+
+
+def _head(width: int, hidden: list[int], dim: int, dropout: float, name: str) -> MLP | None:
+    """The MLP when one is needed: layers were asked for, or the concatenation is not `dim` wide."""
+    return MLP(hidden, dim, dropout, name=name) if hidden or width != dim else None
+
+
+def _finish(x: tf.Tensor, head: MLP | None, normalize: bool, training) -> tf.Tensor:
+    if head is not None:
+        x = head(x, training=training)
+    return tf.math.l2_normalize(x, axis=-1) if normalize else x
+
+
+class CandidateTower(tf.keras.layers.Layer):
+    """item int32[B] -> [B, d]: item-id embedding, optional item features, optional MLP."""
+
+    def __init__(self, num_items: int, dim: int, features: dict[str, Feature], hidden: list[int],
+                 dropout: float, normalize: bool, **kwargs):
+        super().__init__(name="candidate_tower", **kwargs)
+        self.item_embedding = tf.keras.layers.Embedding(num_items + 1, dim, name="item_embedding")
+        self.features = [FeatureEmbedding(n, f, dim) for n, f in sorted(features.items())]
+        self.head = _head(dim * (1 + len(self.features)), hidden, dim, dropout, "candidate_mlp")
+        self.normalize = normalize
+
+    def call(self, item: tf.Tensor, training=False) -> tf.Tensor:
+        item = tf.cast(item, tf.int32)
+        parts = [self.item_embedding(item)] + [f(item) for f in self.features]
+        return _finish(tf.concat(parts, axis=-1), self.head, self.normalize, training)
+
+
+class QueryTower(tf.keras.layers.Layer):
+    """{"user": int32[B], "history": int32[B, N]} -> [B, d]; a missing "history" pools like an empty one.
+
+    User-id embedding, optional user features and optional pooled history, concatenated, then
+    an optional MLP. `history_embedding` is the candidate tower's item embedding layer when the
+    config shares it (the same variables serve both towers), else a separate table.
+    """
+
+    def __init__(self, num_users: int, dim: int, features: dict[str, Feature],
+                 history_embedding: tf.keras.layers.Embedding | None, pooling: str,
+                 hidden: list[int], dropout: float, normalize: bool, **kwargs):
+        super().__init__(name="query_tower", **kwargs)
+        self.user_embedding = tf.keras.layers.Embedding(num_users + 1, dim, name="user_embedding")
+        self.features = [FeatureEmbedding(n, f, dim) for n, f in sorted(features.items())]
+        self.history_embedding = history_embedding
+        self.pooling = HistoryPooling(pooling, dim) if history_embedding is not None else None
+        width = dim * (1 + len(self.features) + (history_embedding is not None))
+        self.head = _head(width, hidden, dim, dropout, "query_mlp")
+        self.normalize = normalize
+
+    def call(self, features: dict, training=False) -> tf.Tensor:
+        user = tf.cast(features["user"], tf.int32)
+        parts = [self.user_embedding(user)] + [f(user) for f in self.features]
+        if self.history_embedding is not None:
+            if "history" in features:
+                history = tf.cast(features["history"], tf.int32)
+                parts.append(self.pooling(self.history_embedding(history), history != 0, training=training))
+            else:  # no history known (e.g. serving by user id alone): the same as an all-padding one
+                parts.append(tf.zeros_like(parts[0]))
+        return _finish(tf.concat(parts, axis=-1), self.head, self.normalize, training)
