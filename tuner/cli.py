@@ -8,9 +8,11 @@ import tuner  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports Te
 
 
 def cmd_train(args) -> int:
-    from tuner import config, train
+    from tuner import config
 
-    cfg = config.load(args.config)
+    cfg = config.load(args.config)  # before TensorFlow loads: bad configs fail fast
+    from tuner import train
+
     out = args.out or f"runs/{cfg.hash()}"
     train.run(cfg, out_dir=out)
     return 0
