@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tuner import config
 from tuner.config import ConfigError
 
@@ -389,3 +391,13 @@ def _check_values(space: Space, source: str) -> None:
                 cond = "".join(f" (when {k} = {v!r})" for k, v in given.items())
                 config.from_dict(config.with_values(space.base, {**given, p.path: value}),
                                  f"{source}: parameters.{p.path} = {value!r}{cond}")
+
+
+def load_space_text(text: str, name: str) -> Space:
+    """A space from YAML text: the copy a study keeps in its store, so a worker joining from
+    another machine needs no file. `name` stands in for the file name in errors."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}: the stored space is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return _parse(data, Path(name))

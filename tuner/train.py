@@ -128,24 +128,32 @@ class _EpochLoop(tf.keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
+def build_model_for(cfg: Config, split: Split):
+    """A freshly initialised, compiled model; seeded so a trial and `tuner train` start alike."""
+    configure_devices()
+    tf.keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg, split)
+    model.compile(optimizer=make_optimizer(cfg))
+    return model
+
+
 def run(cfg: Config, out_dir: str | Path | None = None, on_epoch: EpochHook | None = None,
-        log: Callable[[str], None] = log_stderr) -> dict:
+        log: Callable[[str], None] = log_stderr, model=None) -> dict:
     """Trains `cfg`, evaluates val/test beside MostPopular, and writes metrics.json and the model.
 
     Returns the metrics document (also written to `out_dir/metrics.json` when `out_dir` is set).
+    `model`: one already built by `build_model_for(cfg, ...)` (the Keras Tuner HyperModel does).
     `on_epoch(epoch, {"loss": .., "val_recall@10": ..})` is called after every epoch (trial stores
     use it to keep learning curves of killed trials). Raises TrainingDiverged on a NaN/inf loss.
     """
     started = time.perf_counter()
-    configure_devices()
-    tf.keras.utils.set_random_seed(cfg.seed)
     split = prepare_split(cfg)
     loaded = time.perf_counter()
     log(f"data: {split.dataset.name}: {split.dataset.num_users:,} users, {split.dataset.num_items:,} items; "
         f"train {len(split.train):,} / val {len(split.val):,} / test {len(split.test):,} interactions")
 
-    model = build_model(cfg, split)
-    model.compile(optimizer=make_optimizer(cfg))
+    if model is None:
+        model = build_model_for(cfg, split)
     t, n = cfg.training, cfg.negatives
     stream = train_dataset(split.train, t.batch_size, cfg.seed, split.dataset.num_items,
                            uniform_negatives=n.mns_batch_size if n.strategy == "mns" else 0,
@@ -166,10 +174,10 @@ def run(cfg: Config, out_dir: str | Path | None = None, on_epoch: EpochHook | No
     }
     result["timings"] = {"load_s": round(loaded - started, 3), "train_s": round(trained - loaded, 3),
                          "eval_s": round(time.perf_counter() - trained, 3)}
-    for part in ("val", "test"):
-        if result[part]:
-            log(f"{part}:\n" + format_table({"model": result[part], "MostPopular": result["most_popular"][part]}))
-    if out_dir is not None:
+    if out_dir is not None:  # a production run prints its results; trials are summarised by the store
+        for part in ("val", "test"):
+            if result[part]:
+                log(f"{part}:\n" + format_table({"model": result[part], "MostPopular": result["most_popular"][part]}))
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         from tuner.export import export_model  # only production runs export; trials skip the import

@@ -1,0 +1,156 @@
+"""The search service end to end through the `tuner` command, with real training on MovieLens-100K."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuner import config
+
+REPO = Path(__file__).resolve().parents[1]
+TEMP_SPACE = REPO / "search_spaces" / "temp.yaml"
+
+
+def tuner(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tuner.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=timeout)
+
+
+def small_space(tmp_path: Path, name: str = "small", **search) -> Path:
+    """The quick-start space, shrunk: 2 epochs of a 16-dimensional model per trial."""
+    space = yaml.safe_load(TEMP_SPACE.read_text())
+    space["model"]["embedding_dim"] = 16
+    space["training"]["epochs"] = 2
+    space["search"].update({"max_trials": 4, **search})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_two_workers_best_config_round_trip(tmp_path):
+    space = small_space(tmp_path)
+    db = tmp_path / "study.db"
+    url = f"sqlite:///{db}"
+    result = tuner("search", "--space", str(space), "--study", "t", "--workers", "2", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "study 't' finished: 4/4 done, 0 running, 0 failed | best" in result.stdout, result.stdout
+
+    trials = rows(db, "SELECT number, status, kt_trial_id, params, worker FROM trials ORDER BY number")
+    assert [t[0] for t in trials] == [1, 2, 3, 4]
+    assert all(t[1] == "COMPLETED" for t in trials)
+    assert len({t[2] for t in trials}) == 4, "a trial ran twice"
+    temperatures = [json.loads(t[3])["retrieval.temperature"] for t in trials]
+    assert len(set(temperatures)) == 4 and all(0.001 <= x <= 1 for x in temperatures)
+    assert {t[4] for t in trials} == {"w0", "w1"}, "both workers should have run trials"
+    epochs = rows(db, "SELECT COUNT(*) FROM metrics WHERE epoch IS NOT NULL AND name = 'val_recall@10'")
+    assert epochs[0][0] == 4 * 2  # every epoch of every trial kept
+
+    status = tuner("status", "--study", "t", "--storage", url, "--json", cwd=tmp_path)
+    table = json.loads(status.stdout)
+    best = [t for t in table["trials"] if t["best"]]
+    assert len(best) == 1 and best[0]["objective"] == max(t["objective"] for t in table["trials"])
+
+    out = tuner("best", "--study", "t", "--storage", url, "--out", "best.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = (tmp_path / "best.yaml").read_text()
+    assert text.startswith("# Best config of study 't'") and f"trial {best[0]['number']}" in text
+    cfg = config.load(tmp_path / "best.yaml")  # a valid training config
+    assert cfg.retrieval.temperature == pytest.approx(best[0]["params"]["retrieval.temperature"])
+
+    train = tuner("train", "--config", "best.yaml", "--out", "run", cwd=tmp_path)
+    assert train.returncode == 0, train.stderr[-2000:]
+    reproduced = json.loads((tmp_path / "run" / "metrics.json").read_text())["val"]["recall@10"]
+    assert reproduced == pytest.approx(best[0]["objective"], rel=0.02)
+
+
+def test_resume_after_interrupt_runs_no_trial_twice(tmp_path):
+    space = small_space(tmp_path, max_trials=3)
+    db = tmp_path / "study.db"
+    args = [sys.executable, "-m", "tuner.cli", "search", "--space", str(space), "--study", "r", "--workers", "1",
+            "--storage", f"sqlite:///{db}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # interrupt once the first trial completed and the second runs
+        if db.exists():
+            try:
+                done = rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'COMPLETED'")[0][0]
+                running = rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'RUNNING'")[0][0]
+            except sqlite3.OperationalError:
+                done = running = 0
+            if done >= 1 and running:
+                break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the search never got to its second trial")
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-2000:]
+    statuses = [r[0] for r in rows(db, "SELECT status FROM trials")]
+    assert "RUNNING" not in statuses and "INTERRUPTED" in statuses, statuses
+    completed_before = rows(db, "SELECT kt_trial_id FROM trials WHERE status = 'COMPLETED'")
+
+    result = tuner("search", "--space", str(space), "--study", "r", "--workers", "1", "--storage", f"sqlite:///{db}",
+                   cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" in result.stdout
+    completed = rows(db, "SELECT kt_trial_id FROM trials WHERE status = 'COMPLETED'")
+    assert set(completed_before) <= set(completed)
+    assert len(completed) == len(set(completed)) == 3
+
+
+def test_hyperband_honours_its_epoch_budget(tmp_path):
+    space = small_space(tmp_path, oracle="hyperband", max_epochs=3, factor=3)
+    data = yaml.safe_load(space.read_text())
+    del data["search"]["max_trials"]
+    space.write_text(yaml.safe_dump(data))
+    db = tmp_path / "hb.db"
+    result = tuner("search", "--space", str(space), "--study", "hb", "--workers", "2", "--storage", f"sqlite:///{db}",
+                   cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = rows(db, "SELECT id, params FROM trials WHERE status = 'COMPLETED'")
+    assert len(trials) >= 3
+    for trial_id, params in trials:
+        budget = json.loads(params)["tuner/epochs"]
+        assert 1 <= budget <= 3
+        trained = rows(db, f"SELECT MAX(epoch) FROM metrics WHERE trial_id = {trial_id}")[0][0]
+        assert trained == budget
+
+
+@pytest.mark.parametrize("parameters, expected", [
+    ({"retrieval.temperature": {"distribution": "normal", "min": 0.01, "max": 1}}, "distribution"),
+    ({"retrieval.temperature": {"distribution": "log_uniform_values", "min": 0.5, "max": 0.1}}, "min"),
+    ({"retrieval.temperature": {"distribution": "log_uniform_values", "min": 0.0, "max": 1}}, "min"),
+    ({"retrieval.temperatur": {"values": [0.1]}}, "retrieval.temperature"),
+    ({"negatives.mns_batch_size": {"values": [64], "when": {"negatives.strategi": "mns"}}}, "when"),
+])
+def test_space_errors_stop_before_any_trial(tmp_path, parameters, expected):
+    space = yaml.safe_load(TEMP_SPACE.read_text())
+    space["parameters"] = parameters
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(space))
+    db = tmp_path / "bad.db"
+    result = tuner("search", "--space", str(path), "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and str(path) in result.stderr and expected in result.stderr, result.stderr
+    assert not db.exists() or rows(db, "SELECT COUNT(*) FROM trials")[0][0] == 0
+
+
+def test_bare_space_name_and_unknown_name(tmp_path):
+    result = tuner("search", "--space", "no-such-space", "--storage", f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "built-in: full, negatives, temp" in result.stderr
