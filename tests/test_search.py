@@ -154,3 +154,26 @@ def test_bare_space_name_and_unknown_name(tmp_path):
     result = tuner("search", "--space", "no-such-space", "--storage", f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)
     assert result.returncode == 2
     assert "built-in: full, negatives, temp" in result.stderr
+
+
+def test_conditional_space_restores_across_trials(tmp_path):
+    """Conditional parameters survive the oracle's save/restore through the store on every trial."""
+    space = yaml.safe_load(small_space(tmp_path).read_text())
+    space["parameters"] = {
+        "negatives.strategy": {"values": ["in_batch", "mns", "cbns"]},
+        "negatives.mns_batch_size": {"values": [128, 512], "when": {"negatives.strategy": "mns"}},
+        "negatives.cbns_memory_size": {"values": [2048, 4096], "when": {"negatives.strategy": "cbns"}},
+    }
+    space["search"].update({"max_trials": 4, "seed": 3})
+    path = tmp_path / "conditional.yaml"
+    path.write_text(yaml.safe_dump(space))
+    db = tmp_path / "c.db"
+    result = tuner("search", "--space", str(path), "--study", "c", "--workers", "1", "--storage", f"sqlite:///{db}",
+                   cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = [json.loads(p) for (p,) in rows(db, "SELECT params FROM trials WHERE status = 'COMPLETED'")]
+    assert len(trials) == 4
+    for params in trials:
+        strategy = params["negatives.strategy"]
+        assert ("negatives.mns_batch_size" in params) == (strategy == "mns"), params
+        assert ("negatives.cbns_memory_size" in params) == (strategy == "cbns"), params

@@ -110,9 +110,10 @@ def _watch(store, study: str, max_trials: int, workers: int, stop) -> None:
             last = key
 
 
-def _short_values(params: dict) -> str:
+def _short_values(params: dict, limit: int = 160) -> str:
     shown = {k.rsplit(".", 1)[-1]: v for k, v in params.items() if not k.startswith("tuner/")}
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _duration(seconds: float) -> str:
@@ -190,7 +191,7 @@ def cmd_best(args) -> int:
     cfg = config.from_dict(space.config_dict_for(best.params), f"study '{study.name}' trial {best.number}")
     header = (f"Best config of study '{study.name}' ({store.url}): trial {best.number}, "
               f"{study.objective} = {best.objective:.6g} ({study.direction}).\n"
-              f"Searched values: {_short_values(space.searched_values(best.params))}\n"
+              f"Searched values: {_short_values(space.searched_values(best.params), limit=10_000)}\n"
               f"Reproduce with: tuner train --config {args.out or 'best.yaml'}")
     text = config.dump(cfg, args.out, header=header)
     if args.out:
