@@ -70,6 +70,15 @@ def test_two_workers_best_config_round_trip(tmp_path):
     cfg = config.load(tmp_path / "best.yaml")  # a valid training config
     assert cfg.retrieval.temperature == pytest.approx(best[0]["params"]["retrieval.temperature"])
 
+    report = tuner("report", "--study", "t", "--storage", url, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert report.stdout.splitlines()[0] == "reports/t.html" and (tmp_path / "reports" / "t.html").stat().st_size > 100_000
+    assert "parameter importance over 4 trials:" in report.stdout and "retrieval.temperature" in report.stdout
+    studies = tuner("studies", "--storage", url, cwd=tmp_path)
+    assert studies.stdout.startswith("t ") and "4 completed" in studies.stdout
+    text_status = tuner("status", "--storage", url, cwd=tmp_path)  # the newest study by default
+    assert text_status.stdout.count("COMPLETED") == 4 and text_status.stdout.count("* ") == 1
+
     train = tuner("train", "--config", "best.yaml", "--out", "run", cwd=tmp_path)
     assert train.returncode == 0, train.stderr[-2000:]
     reproduced = json.loads((tmp_path / "run" / "metrics.json").read_text())["val"]["recall@10"]

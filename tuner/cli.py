@@ -65,7 +65,7 @@ def cmd_search(args) -> int:
     monitor = threading.Thread(target=_watch, args=(store, name, max_trials, workers, stop), daemon=True)
     monitor.start()
     try:
-        codes = start_local_workers(workers, store.url, name, TRIAL_FN)
+        codes = start_local_workers(workers, store.raw_url, name, TRIAL_FN)
     finally:
         stop.set()
         monitor.join(timeout=10)
@@ -206,8 +206,9 @@ def cmd_report(args) -> int:
 
     result = write_report(_store(args), args.study, args.out)
     print(result.path)
+    print(f"parameter importance over {result.trials} trials:")
     for line in result.importance_lines():
-        print(line)
+        print(f"  {line}")
     return 0
 
 

@@ -1,0 +1,268 @@
+"""The store on real SQLite files and a real PostgreSQL server: schema, errors, reads, locking."""
+import hashlib
+import json
+import math
+import sqlite3
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tuner.store import (COMPLETED, FAILED, RUNNING, SCHEMA_VERSION, StoreError, best_trial, get_study,
+                         list_metrics, list_studies, list_trials, open_store)
+from tuner.store import api, schema
+
+SETTINGS = {"max_trials": 5, "seed": 1, "retries": 1, "heartbeat_timeout": 60.0}
+
+
+def make_study(store, name="s", direction="max", **overrides):
+    fields = dict(name=name, space="parameters: {}\n", objective="score", direction=direction, oracle="random",
+                  settings=SETTINGS)
+    return api.create_or_get_study(store, **{**fields, **overrides})[0]
+
+
+def running_trial(store, study, params=None):
+    """A RUNNING trial row as a worker writes it, under the study lock; (row id, number)."""
+    now = api.utcnow()
+    with api.study_lock(store, study.id) as (conn, _):
+        return api.insert_trial(conn, study.id, kt_trial_id=f"kt{time.monotonic_ns()}", status=RUNNING,
+                                params=json.dumps(params or {}), worker="w0", host="h", pid=1, started=now,
+                                heartbeat=now, retries=0, kt_state="{}", kt_version=1)
+
+
+def end_trial(store, trial_id, status, objective=None, seconds=1.0):
+    with store.write() as conn:
+        started = conn.execute(sa.select(schema.trials.c.started).where(schema.trials.c.id == trial_id)).scalar()
+        api.update_trial(conn, trial_id, status=status, objective=objective, ended=started + timedelta(seconds=seconds))
+
+
+# --- opening and the schema version --------------------------------------------------------
+
+
+def test_open_creates_the_tables_once_and_records_the_schema_version(store_url):
+    open_store(store_url).close()
+    store = open_store(store_url)  # a second open finds the tables and leaves them be
+    with store.read() as conn:
+        assert set(sa.inspect(conn).get_table_names()) >= {"meta", "studies", "trials", "metrics"}
+        version = conn.execute(sa.select(schema.meta.c.value)).scalar_one()
+    assert version == str(SCHEMA_VERSION)
+    store.close()
+
+
+def test_concurrent_first_opens_of_an_empty_database_all_succeed(store_url):
+    errors, stores = [], []
+
+    def open_it():
+        try:
+            stores.append(open_store(store_url))
+        except Exception as exc:  # noqa: BLE001  (collected and asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with stores[0].read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.meta)).scalar_one() == 1
+    for s in stores:
+        s.close()
+
+
+def test_sqlite_store_uses_wal_busy_timeout_and_foreign_keys(sqlite_url):
+    store = open_store(sqlite_url)
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    store.close()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_store_from_a_newer_version_is_refused_and_never_altered(store_url):
+    store = open_store(store_url)
+    make_study(store)
+    with store.write() as conn:
+        conn.execute(sa.update(schema.meta).values(value=str(SCHEMA_VERSION + 1)))
+    store.close()
+    db_file = Path(sa.engine.make_url(store_url).database) if store_url.startswith("sqlite") else None
+    before = _digest(db_file) if db_file else None
+
+    with pytest.raises(StoreError) as err:
+        open_store(store_url)
+    message = str(err.value)
+    assert "\n" not in message and "newer" in message and f"version {SCHEMA_VERSION + 1}" in message
+    assert api.mask_url(store_url) in message
+
+    if db_file:
+        assert _digest(db_file) == before
+        assert not Path(f"{db_file}-wal").exists() or Path(f"{db_file}-wal").stat().st_size == 0
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:  # read behind the store's back: still the newer version, study intact
+        assert conn.execute(sa.select(schema.meta.c.value)).scalar_one() == str(SCHEMA_VERSION + 1)
+        assert conn.execute(sa.select(schema.studies.c.name)).scalars().all() == ["s"]
+    engine.dispose()
+
+
+def test_a_foreign_meta_table_is_not_taken_for_a_store(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    with pytest.raises(StoreError, match="not a tuner store"):
+        open_store(f"sqlite:///{path}")
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql+psycopg://alice:s3cret@127.0.0.1:1/tuner", "postgresql+psycopg://alice:***@127.0.0.1:1/tuner: cannot open"),
+    ("nosuchdb://alice:s3cret@host/x", "nosuchdb://alice:***@host/x: cannot open"),
+    ("not a url", "not a url: cannot open the store: ArgumentError"),
+    ("sqlite:////nonexistent-dir/tuner.db", "sqlite:////nonexistent-dir/tuner.db: cannot open the store: OperationalError"),
+])
+def test_bad_or_unreachable_urls_give_one_line_errors_with_the_password_masked(url, expected):
+    with pytest.raises(StoreError) as err:
+        open_store(url)
+    message = str(err.value)
+    assert message.startswith(expected)
+    assert "\n" not in message and "s3cret" not in message
+
+
+def test_the_store_shows_a_masked_url_and_keeps_the_real_one_for_workers():
+    url = "postgresql+psycopg://alice:s3cret@db.example:5432/tuner"
+    store = api.Store(sa.create_engine(url), url)  # no connection is made
+    assert store.url == "postgresql+psycopg://alice:***@db.example:5432/tuner"
+    assert store.raw_url == url and "s3cret" not in repr(store)
+
+
+def test_default_url_is_tuner_storage_else_tuner_db(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    open_store().close()
+    assert (tmp_path / "tuner.db").exists()
+    monkeypatch.setenv("TUNER_STORAGE", f"sqlite:///{tmp_path / 'env.db'}")
+    store = open_store()
+    assert store.url.endswith("env.db")
+    store.close()
+    assert (tmp_path / "env.db").exists()
+
+
+# --- studies ---------------------------------------------------------------------------------
+
+
+def test_studies_are_created_once_and_resumed_only_with_the_same_space_and_settings(store_url):
+    store = open_store(store_url)
+    study, created = api.create_or_get_study(store, name="s", space="a: 1\n", objective="score", direction="max",
+                                             oracle="random", settings=SETTINGS)
+    again, created_again = api.create_or_get_study(store, name="s", space="a: 1\n", objective="score",
+                                                   direction="max", oracle="random", settings=dict(SETTINGS))
+    assert created and not created_again and again.id == study.id
+    with pytest.raises(StoreError) as err:
+        api.create_or_get_study(store, name="s", space="a: 2\n", objective="score", direction="min",
+                                oracle="random", settings={**SETTINGS, "max_trials": 9})
+    assert "study 's' exists with a different space, direction, search.max_trials;" in str(err.value)
+    make_study(store, name="t")
+    assert [s.name for s in list_studies(store)] == ["s", "t"]
+    with pytest.raises(StoreError, match=r"no study named 'nope' \(studies: s, t\)"):
+        get_study(store, "nope")
+    store.close()
+
+
+# --- trials and metrics ----------------------------------------------------------------------
+
+
+def test_epoch_metrics_are_visible_at_once_and_stop_when_the_trial_is_taken_away(store_url):
+    writer, reader = open_store(store_url), open_store(store_url)
+    study = make_study(writer)
+    trial_id, number = running_trial(writer, study)
+    assert api.report_epoch(writer, trial_id, 1, {"loss": 0.9, "val_recall@10": 0.1})
+    assert api.report_epoch(writer, trial_id, 2, {"loss": 0.7, "val_recall@10": 0.2})
+    # another connection (a report, a dashboard) sees the curve while the trial still runs
+    assert [(m.epoch, m.name, m.value) for m in list_metrics(reader, "s", number)] == [
+        (1, "loss", 0.9), (1, "val_recall@10", 0.1), (2, "loss", 0.7), (2, "val_recall@10", 0.2)]
+    assert list_trials(reader, "s")[0].status == RUNNING
+
+    end_trial(writer, trial_id, FAILED)  # e.g. declared lost by another worker
+    assert not api.report_epoch(writer, trial_id, 3, {"loss": 0.5})
+    assert not api.heartbeat(writer, trial_id)
+    assert len(list_metrics(reader, "s", number)) == 4  # the curve up to the loss is kept, nothing added
+    writer.close()
+    reader.close()
+
+
+@pytest.mark.parametrize("direction, best_objective", [("max", 0.9), ("min", 0.1)])
+def test_best_trial_follows_the_direction_and_ignores_unfinished_trials(store_url, direction, best_objective):
+    store = open_store(store_url)
+    study = make_study(store, direction=direction)
+    for objective, status in [(0.5, COMPLETED), (0.9, COMPLETED), (0.1, COMPLETED), (None, FAILED), (None, RUNNING)]:
+        trial_id, _ = running_trial(store, study, params={"x": objective})
+        if status != RUNNING:
+            end_trial(store, trial_id, status, objective, seconds=2.5)
+    best = best_trial(store, "s")
+    assert best.objective == best_objective and best.params == {"x": best_objective}
+    trials = list_trials(store, "s")
+    assert [t.number for t in trials] == [1, 2, 3, 4, 5]
+    assert [t.status for t in trials] == [COMPLETED, COMPLETED, COMPLETED, FAILED, RUNNING]
+    assert trials[0].duration == pytest.approx(2.5) and trials[4].duration is None
+    assert [t.number for t in list_trials(store, "s", status=FAILED)] == [4]
+    assert list_studies(store)[0].counts == {COMPLETED: 3, FAILED: 1, RUNNING: 1}
+    store.close()
+
+
+def test_final_metrics_come_after_the_epochs(store_url):
+    store = open_store(store_url)
+    study = make_study(store)
+    trial_id, number = running_trial(store, study)
+    with store.write() as conn:
+        api.add_metrics(conn, trial_id, None, {"score": 0.5})
+    api.report_epoch(store, trial_id, 2, {"loss": 0.2})
+    api.report_epoch(store, trial_id, 1, {"loss": 0.4})
+    assert [(m.epoch, m.name) for m in list_metrics(store, "s")] == [(1, "loss"), (2, "loss"), (None, "score")]
+    store.close()
+
+
+def test_nan_metrics_do_not_break_reads(store_url):
+    store = open_store(store_url)
+    study = make_study(store)
+    trial_id, number = running_trial(store, study)
+    api.report_epoch(store, trial_id, 1, {"loss": float("nan")})
+    (metric,) = list_metrics(store, "s", number)
+    assert metric.value is None or math.isnan(metric.value)
+    store.close()
+
+
+# --- the study lock --------------------------------------------------------------------------
+
+
+def test_the_study_lock_makes_a_second_worker_wait_and_then_see_the_first_ones_writes(store_url):
+    store_a, store_b = open_store(store_url), open_store(store_url)
+    study = make_study(store_a)
+    holding, waited, seen = threading.Event(), [], []
+
+    def first():
+        with api.study_lock(store_a, study.id) as (conn, row):
+            holding.set()
+            time.sleep(0.8)
+            api.save_oracle_state(conn, study.id, '{"from": "a"}', row.version + 1)
+
+    def second():
+        holding.wait()
+        start = time.monotonic()
+        with api.study_lock(store_b, study.id) as (conn, row):
+            waited.append(time.monotonic() - start)
+            seen.append((row.oracle_state, row.version))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert waited[0] > 0.6
+    assert seen == [('{"from": "a"}', 1)]
+    store_a.close()
+    store_b.close()
