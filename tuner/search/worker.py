@@ -123,10 +123,18 @@ def _new_oracle(study: api.Study):
     if study.oracle == "hyperband":
         oracle = cls(max_epochs=s["max_epochs"], factor=s["factor"], **kwargs)
         oracle.max_trials = s["max_trials"]  # HyperbandOracle takes no max_trials, but create_trial honours it
+    elif study.oracle == "bayesian":
+        oracle = cls(max_trials=s["max_trials"], num_initial_points=bayesian_initial_points(s["max_trials"]), **kwargs)
     else:
         oracle = cls(max_trials=s["max_trials"], **kwargs)
     oracle.verbose = 0
     return oracle
+
+
+def bayesian_initial_points(max_trials: int) -> int:
+    """Random trials before the Gaussian process takes over. Keras Tuner's default, three per
+    dimension (48 for the `full` space), would spend most budgets on random search."""
+    return max(3, max_trials // 4)
 
 
 def _dump_state(oracle, kind: str) -> str:
