@@ -67,8 +67,8 @@ def test_temp_space_is_the_quick_start():
     sp = load_space("temp")
     cfg = config.from_dict(sp.base)
     assert cfg.model.normalize and cfg.retrieval.logq == "counts" and cfg.negatives.strategy == "in_batch"
-    assert (sp.search.oracle, sp.search.objective, sp.search.max_trials) == ("random", "val_recall@10", 10)
-    assert cfg.training.epochs <= 5 and cfg.training.batch_size == 1024
+    assert (sp.search.oracle, sp.search.objective, sp.search.max_trials) == ("random", "val_recall@10", 20)
+    assert cfg.training.epochs <= 6 and cfg.training.batch_size == 1024
     assert [p.path for p in sp.parameters] == ["retrieval.temperature"] and sp.is_log("retrieval.temperature")
     (hp,) = sp.hyperparameters().space
     assert isinstance(hp, kt.engine.hyperparameters.Float) and hp.sampling == "log"
@@ -84,7 +84,7 @@ def test_bare_name_resolution(tmp_path, monkeypatch):
     assert load_space("temp").source.endswith(str(Path("tuner", "spaces", "temp.yaml")))
     assert load_space(str(ROOT / "search_spaces" / "temp.yaml")).source == str(ROOT / "search_spaces" / "temp.yaml")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "temp.yaml").write_text((ROOT / "search_spaces" / "temp.yaml").read_text().replace("max_trials: 10", "max_trials: 3"))
+    (tmp_path / "temp.yaml").write_text((ROOT / "search_spaces" / "temp.yaml").read_text().replace("max_trials: 20", "max_trials: 3"))
     assert load_space("temp.yaml").search.max_trials == 3  # an existing file wins over the built-in
     with pytest.raises(ConfigError, match=r"^nope: no such file, and not a built-in space \(built-in: full, negatives, temp\)$"):
         load_space("nope")
