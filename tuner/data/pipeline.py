@@ -44,4 +44,7 @@ def train_dataset(inter: Interactions, batch_size: int, seed: int, num_items: in
             lambda s: tf.cast(tf.random.stateless_uniform([uniform_negatives], seed=tf.stack([s, 1]), minval=1,
                                                           maxval=num_items + 1, dtype=tf.int64), tf.int32))
         batches = tf.data.Dataset.zip((batches, negatives)).map(lambda b, neg: {**b, "uniform_negatives": neg})
-    return batches.prefetch(tf.data.AUTOTUNE)
+    # A known length lets Keras end each epoch on the last batch instead of probing past it,
+    # a probe that would count one step too many on the optimizer (the CBNS warm-up clock).
+    steps = -(-n // batch_size)
+    return batches.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
