@@ -186,3 +186,31 @@ def test_conditional_space_restores_across_trials(tmp_path):
         strategy = params["negatives.strategy"]
         assert ("negatives.mns_batch_size" in params) == (strategy == "mns"), params
         assert ("negatives.cbns_memory_size" in params) == (strategy == "cbns"), params
+
+
+@pytest.mark.postgres
+def test_worker_joins_a_postgresql_study_through_the_cli(tmp_path, postgres_url):
+    """`tuner search` on one "machine" and `tuner worker` on another share one PostgreSQL study."""
+    space = small_space(tmp_path, max_trials=6)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TUNER_STORAGE": postgres_url}
+    search = subprocess.Popen([sys.executable, "-m", "tuner.cli", "search", "--space", str(space), "--study", "pg",
+                               "--workers", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    joiner = None
+    deadline = time.monotonic() + 300
+    while joiner is None and time.monotonic() < deadline:  # join once the study exists
+        if "pg " in tuner("studies", "--storage", postgres_url, cwd=tmp_path).stdout:
+            joiner = subprocess.Popen([sys.executable, "-m", "tuner.cli", "worker", "--study", "pg",
+                                       "--worker-id", "remote"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+        time.sleep(1)
+    assert joiner is not None, "the study never appeared in the store"
+    search_out, _ = search.communicate(timeout=600)
+    joiner_out, _ = joiner.communicate(timeout=600)
+    assert search.returncode == 0, search_out[-3000:]
+    assert joiner.returncode == 0, joiner_out[-3000:]
+    table = json.loads(tuner("status", "--study", "pg", "--storage", postgres_url, "--json", cwd=tmp_path).stdout)
+    assert [t["status"] for t in table["trials"]] == ["COMPLETED"] * 6
+    assert sorted(t["number"] for t in table["trials"]) == [1, 2, 3, 4, 5, 6]
+    assert len({json.dumps(t["params"], sort_keys=True) for t in table["trials"]}) == 6
+    assert "remote" in {t["worker"] for t in table["trials"]}, "the joining worker ran no trial"
