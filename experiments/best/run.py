@@ -41,11 +41,12 @@ def same_split(path: Path, out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-trials", default="20")
+    parser.add_argument("--study", default="full2", help="study name in study.db")
     args = parser.parse_args()
     storage = f"sqlite:///{HERE / 'study.db'}"
-    tuner("search", "--space", "full", "--study", "full", "--max-trials", args.max_trials, "--storage", storage)
-    tuner("best", "--study", "full", "--storage", storage, "--out", str(HERE / "best.yaml"))
-    tuner("report", "--study", "full", "--storage", storage, "--out", str(HERE / "report.html"))
+    tuner("search", "--space", "full", "--study", args.study, "--max-trials", args.max_trials, "--storage", storage)
+    tuner("best", "--study", args.study, "--storage", storage, "--out", str(HERE / "best.yaml"))
+    tuner("report", "--study", args.study, "--storage", storage, "--out", str(HERE / "report.html"))
     runs = {
         "tuned (full.yaml search)": HERE / "best.yaml",
         "hand-tuned": REPO / "experiments/movielens/tuned.yaml",
