@@ -22,7 +22,7 @@ from tuner.data import load_dataset, make_split
 from tuner.data.pipeline import train_dataset
 from tuner.data.types import Split
 from tuner.evaluate import evaluate, format_table, most_popular
-from tuner.model import build_model
+from tuner.model import TwoTowerModel, build_model
 
 EpochHook = Callable[[int, dict], None]
 
@@ -128,11 +128,12 @@ class _EpochLoop(tf.keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
-def build_model_for(cfg: Config, split: Split):
-    """A freshly initialised, compiled model; seeded so a trial and `tuner train` start alike."""
+def build_model_for(cfg: Config, split: Split, model_cls: type[TwoTowerModel] = TwoTowerModel) -> TwoTowerModel:
+    """A freshly initialised, compiled model; seeded so a trial and `tuner train` start alike.
+    `model_cls`: a TwoTowerModel subclass (experiments swap in variants of the loss)."""
     configure_devices()
     tf.keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg, split)
+    model = build_model(cfg, split, model_cls=model_cls)
     model.compile(optimizer=make_optimizer(cfg))
     return model
 

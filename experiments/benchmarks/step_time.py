@@ -23,7 +23,7 @@ import tensorflow as tf
 from tuner.config import from_dict
 from tuner.data.pipeline import train_dataset
 from tuner.model import retrieval
-from tuner.train import make_optimizer, prepare_split
+from tuner.train import build_model_for, prepare_split
 
 
 class NaiveMNSModel(retrieval.TwoTowerModel):
@@ -61,10 +61,7 @@ def prepare(strategy: str, batch: int, tower: str, warmup: int = 20):
     """A compiled model and its endless stream, past tracing and the bank's filling."""
     cfg = config(strategy, batch, tower)
     split = prepare_split(cfg)
-    tf.keras.utils.set_random_seed(cfg.seed)
-    model_cls = NaiveMNSModel if strategy == "naive_mns" else retrieval.TwoTowerModel
-    model = retrieval.build_model(cfg, split, model_cls=model_cls)
-    model.compile(optimizer=make_optimizer(cfg))
+    model = build_model_for(cfg, split, model_cls=NaiveMNSModel if strategy == "naive_mns" else retrieval.TwoTowerModel)
     stream = train_dataset(split.train, batch, cfg.seed, split.dataset.num_items,
                            uniform_negatives=batch if cfg.negatives.strategy == "mns" else 0).repeat()
     model.fit(stream, steps_per_epoch=warmup, epochs=1, verbose=0)

@@ -29,8 +29,8 @@ import tensorflow as tf
 from tuner.config import NegativesConfig, from_dict
 from tuner.data.pipeline import train_dataset
 from tuner.evaluate import evaluate, most_popular
-from tuner.model.retrieval import TwoTowerModel, build_model
-from tuner.train import build_model_for, make_optimizer, prepare_split
+from tuner.model.retrieval import TwoTowerModel
+from tuner.train import build_model_for, prepare_split
 
 HERE = Path(__file__).resolve().parent
 LAGS = (1, 5, 10)
@@ -141,12 +141,7 @@ def train_one(tower: str, batch: int, epochs: int, warmup: int | None = None, fr
     cfg = make_config(tower, batch, epochs, negatives)
     split = prepare_split(cfg)
     num_items = split.dataset.num_items
-    if fresh_bank:  # as build_model_for, with the model class swapped
-        tf.keras.utils.set_random_seed(cfg.seed)
-        model = build_model(cfg, split, model_cls=FreshBankModel)
-        model.compile(optimizer=make_optimizer(cfg))
-    else:
-        model = build_model_for(cfg, split)
+    model = build_model_for(cfg, split, model_cls=FreshBankModel if fresh_bank else TwoTowerModel)
     stream = train_dataset(split.train, batch, cfg.seed, num_items)
     probe = DriftProbe(split, tf.range(1, num_items + 1, dtype=tf.int32))
     started = time.perf_counter()

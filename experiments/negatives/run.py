@@ -131,8 +131,8 @@ def diagnose(doc: dict, epochs: int, temperature: float, path: Path) -> None:
 
     import tensorflow as tf
     from tuner.config import from_dict
-    from tuner.model import build_model
-    from tuner.train import build_model_for, make_optimizer, prepare_split, run
+    from tuner.model import TwoTowerModel
+    from tuner.train import build_model_for, prepare_split, run
 
     spec = importlib.util.spec_from_file_location("temperature_run", HERE.parent / "temperature" / "run.py")
     temperature_run = importlib.util.module_from_spec(spec)
@@ -146,12 +146,7 @@ def diagnose(doc: dict, epochs: int, temperature: float, path: Path) -> None:
         tf.keras.backend.clear_session()
         cfg = from_dict(config(label, DIAGNOSE_BATCH, 1, epochs, temperature), "experiments/negatives/run.py")
         split = prepare_split(cfg)
-        if model_cls is None:
-            model = build_model_for(cfg, split)
-        else:  # what build_model_for does, with the variant class
-            tf.keras.utils.set_random_seed(cfg.seed)
-            model = build_model(cfg, split, model_cls=model_cls)
-            model.compile(optimizer=make_optimizer(cfg))
+        model = build_model_for(cfg, split, model_cls=model_cls or TwoTowerModel)
         result = run(cfg, log=lambda message: None, model=model)
         items = model.candidate_tower(tf.range(1, split.dataset.num_items + 1), training=False).numpy()
         n = len(items)
