@@ -5,6 +5,7 @@ import argparse
 import sys
 
 import tuner  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from tuner.errors import TunerError
 
 
 def cmd_train(args) -> int:
@@ -279,31 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input, printed as one line instead of a traceback."""
-    from tuner.config import ConfigError
-
-    errors: list[type[BaseException]] = [ConfigError, FileNotFoundError, KeyError]
-    for module, name in (("tuner.data", "DataError"), ("tuner.train", "TrainingDiverged"),
-                         ("tuner.store", "StoreError")):
-        if module in sys.modules and hasattr(sys.modules[module], name):
-            errors.append(getattr(sys.modules[module], name))
-    return tuple(errors)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. A `TunerError` (bad input) is printed as its one line with exit code 2;
+    any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - only input errors are shortened; the rest re-raise
-        if isinstance(exc, _user_errors()):
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"tuner: error: {message}", file=sys.stderr)
-            return 2
-        raise
+    except TunerError as exc:
+        print(f"tuner: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

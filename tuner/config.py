@@ -20,10 +20,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad config or space value; the message is one line naming file, key and what is allowed."""
-
+from tuner.errors import ConfigError
 
 DATASETS = ("movielens-100k", "grouplens", "files", "synthetic")
 SPLITS = ("random", "temporal", "leave_last_out")

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tuner.data.types import Split
+from tuner.errors import EvaluationError
 
 PARTS = ("val", "test")
 LOG_EVERY_S = 5.0  # at most one progress line per this many seconds
@@ -36,10 +37,6 @@ _NOT_FOUND = np.iinfo(np.int64).max  # position of an item outside the top K
 Log = Callable[[str], None]
 # Scores of query rows [start, end) against items 1..num_items: a float32 [end - start, num_items] tensor.
 ScoreFn = Callable[[int, int], tf.Tensor]
-
-
-class EvaluationError(ValueError):
-    """A bad argument or split; the message is one line naming the argument and what is allowed."""
 
 
 def evaluate(model, split: Split, part: str, ks: list[int], memory_mb: float = 512,

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tuner.data.types import Split
+from tuner.errors import ConfigError
 
 
 def _lookup(raw_ids: np.ndarray) -> tf.keras.layers.StringLookup:
@@ -75,7 +76,7 @@ def recommend(model_dir: str | Path, user_id: str, k: int, history: list[str] | 
     """(item id, title, score) of the top `k` items for `user_id` from an exported model."""
     loaded = tf.saved_model.load(str(model_dir))
     if int(loaded.user_index(tf.constant([user_id]))[0]) == 0:
-        raise KeyError(f"{model_dir}: user {user_id!r} is not among the users the model was trained on")
+        raise ConfigError(f"--user: {user_id!r} is not among the users the model in {model_dir} was trained on")
     serve = loaded.signatures["serving_default"]
     args = {"user_id": tf.constant([user_id])}
     if "history" in serve.structured_input_signature[1]:

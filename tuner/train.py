@@ -21,14 +21,13 @@ from tuner.config import Config
 from tuner.data import load_dataset, make_split
 from tuner.data.pipeline import train_dataset
 from tuner.data.types import Split
+from tuner.errors import TrainingDiverged
 from tuner.evaluate import evaluate, format_table, most_popular
 from tuner.model import TwoTowerModel, build_model
 
 EpochHook = Callable[[int, dict], None]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says where and suggests a cause."""
 
 
 def log_stderr(message: str) -> None:

@@ -7,13 +7,9 @@ this package sees one shape whatever the source. TensorFlow is only imported by
 """
 from __future__ import annotations
 
-
-class DataError(ValueError):
-    """Bad input data; the one-line message names the file and the problem."""
-
-
-from tuner.data.types import Dataset, Feature, Interactions, Split  # noqa: E402
-from tuner.data.split import make_split  # noqa: E402
+from tuner.data.split import make_split
+from tuner.data.types import Dataset, Feature, Interactions, Split
+from tuner.errors import DataError
 
 
 def load_dataset(cfg, seed: int = 42) -> Dataset:

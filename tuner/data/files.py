@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tuner.data import DataError
+from tuner.errors import DataError
 from tuner.data.types import Dataset, Feature, Interactions
 
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".parquet": None}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tuner.data import DataError
+from tuner.errors import DataError
 from tuner.data.files import align, assemble, bag, buckets, categorical, numeric_column, require_columns, words
 from tuner.data.types import Dataset
 

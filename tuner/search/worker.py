@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import tuner  # noqa: F401  (sets TF_USE_LEGACY_KERAS before keras_tuner imports TensorFlow)
-from tuner.config import ConfigError
+from tuner.errors import ConfigError, TrialLost, TunerError
 from tuner.store import api
 from tuner.store.schema import COMPLETED, FAILED, INTERRUPTED, RUNNING
 
@@ -246,10 +246,6 @@ def _requeue(oracle, kt_trial_id: str) -> None:
 
 
 # --- what the trial function sees -----------------------------------------------------------
-
-
-class TrialLost(RuntimeError):
-    """Another worker declared this trial lost (stale heartbeat); its result would be discarded."""
 
 
 @dataclass
@@ -689,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(args.storage, args.study, args.trial_fn, args.worker_id, log=lambda m: print(m, flush=True))
     except KeyboardInterrupt:
         return 130
-    except (api.StoreError, ConfigError) as exc:
+    except TunerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from tuner.errors import StoreError
 from tuner.store import schema
 from tuner.store.schema import COMPLETED, RUNNING, SCHEMA_VERSION, metrics, studies, trials
 
@@ -28,8 +29,6 @@ SQLITE_BUSY_TIMEOUT_S = 30
 _PG_INIT_LOCK = 0x74756E6572  # pg_advisory_xact_lock key serialising table creation
 
 
-class StoreError(ValueError):
-    """The store cannot be used as asked; the message is one line naming the (masked) URL."""
 
 
 def mask_url(url: str) -> str:

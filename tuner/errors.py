@@ -1,0 +1,32 @@
+"""The one exception base: every error a user can cause is a `TunerError` whose message is one
+line naming the file (or flag), the key and what is allowed. `tuner` prints it and exits 2;
+any other exception is a bug and keeps its traceback (Optuna's `exceptions.py` is the model).
+"""
+
+
+class TunerError(Exception):
+    """Base of every error a user can cause; `str(error)` is the one line `tuner` prints."""
+
+
+class ConfigError(TunerError, ValueError):
+    """A bad config, space or flag value."""
+
+
+class DataError(TunerError, ValueError):
+    """Bad input data; the message names the file and the problem."""
+
+
+class EvaluationError(TunerError, ValueError):
+    """A bad evaluation argument or split."""
+
+
+class StoreError(TunerError):
+    """The store cannot be used as asked; the message names the (masked) URL."""
+
+
+class TrainingDiverged(TunerError):
+    """The loss became NaN or infinite; the message says where and suggests a cause."""
+
+
+class TrialLost(TunerError):
+    """Another worker declared this trial lost (stale heartbeat) while it was still running."""
