@@ -1,12 +1,13 @@
 """Shared fixtures: store URLs on real SQLite files and on a real PostgreSQL server.
 
 The server is Debian's PostgreSQL, started once per session on loopback with a temporary data
-directory (tuner.store.pgtest). Without its binaries the PostgreSQL tests skip, unless
+directory (tests/throwaway_postgres.py). Without its binaries the PostgreSQL tests skip, unless
 TUNER_REQUIRE_POSTGRES=1 (CI) turns the skip into an error.
 """
 import os
 
 import pytest
+import throwaway_postgres  # a module beside this file: pytest puts a conftest's folder on sys.path
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 
@@ -14,24 +15,20 @@ import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 @pytest.fixture(scope="session")
 def postgres_server():
     """Admin URL of a throwaway PostgreSQL server for the whole session."""
-    from tuner.store import pgtest
-
     try:
-        pgtest.find_bin_dir()
-    except pgtest.PostgresUnavailable as exc:
+        throwaway_postgres.find_bin_dir()
+    except throwaway_postgres.PostgresUnavailable as exc:
         if os.environ.get("TUNER_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"TUNER_REQUIRE_POSTGRES=1 but {exc}", pytrace=False)
         pytest.skip(f"{exc} (install Debian's postgresql package)")
-    with pgtest.temporary_server() as url:
+    with throwaway_postgres.temporary_server() as url:
         yield url
 
 
 @pytest.fixture
 def postgres_url(postgres_server):
     """A fresh, empty database on the session's server."""
-    from tuner.store import pgtest
-
-    return pgtest.create_database(postgres_server)
+    return throwaway_postgres.create_database(postgres_server)
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import tuner.evaluate as ev
+from tuner import config, topk
 from tuner.data.types import Dataset, Interactions, Split
+from tuner.errors import ConfigError
 
 import tensorflow as tf  # noqa: E402  (after tuner: tf-keras must be selected first)
 
@@ -298,3 +300,169 @@ def test_scale_200k_items_2k_queries_in_bounded_memory():
     assert elapsed < 20, elapsed
     assert growth < 700, growth  # MiB above the baseline; holding the whole matrix would need >= 1526
     assert 0 <= hit_rate <= recall < 0.01  # random towers; excluding train items can only lift recall
+
+
+# --- the ranking: exact top K, ties included ------------------------------------------------
+
+
+def previous_top_k(matrix, k, masked_rows, masked_items):
+    """The ranking evaluate used before tuner.topk: whole masked score rows through tf.math.top_k."""
+    scores = tf.constant(matrix)
+    if len(masked_rows):
+        at = np.stack([masked_rows, np.asarray(masked_items) - 1], axis=1)
+        scores = tf.tensor_scatter_nd_update(scores, at, tf.fill([len(at)], tf.constant(-np.inf, scores.dtype)))
+    values, index = tf.math.top_k(scores, k=k, sorted=True)
+    items, values = index.numpy().astype(np.int64) + 1, values.numpy()
+    items[np.isneginf(values)] = 0
+    return items, values
+
+
+def numpy_top_k(matrix, k, masked_rows, masked_items):
+    """A stable sort by descending score: equal scores keep index order."""
+    scores = np.array(matrix)
+    scores[masked_rows, np.asarray(masked_items, np.int64) - 1] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(scores, order, axis=1)
+    items = order + 1
+    items[np.isneginf(values)] = 0
+    return items, values
+
+
+def random_case(rng, levels):
+    """Small-integer embeddings with `levels` values: exact float32 scores, ties everywhere;
+    masks from none to almost whole rows (then k exceeds the unmasked items)."""
+    rows, num_items, dim = int(rng.integers(1, 12)), int(rng.integers(1, 2500)), int(rng.integers(1, 4))
+    k = int(rng.integers(1, min(num_items, 150) + 1))
+    queries = rng.integers(-1, levels, (rows, dim)).astype(np.float32)
+    items = rng.integers(-1, levels, (num_items, dim)).astype(np.float32)
+    share = rng.choice([0.0, 0.01, 0.3, 0.97])
+    flat = np.flatnonzero(rng.random(rows * num_items) < share)
+    masked = (flat // num_items, flat % num_items + 1)
+    pairs = rng.integers(0, rows * num_items, 30)
+    lookup = (pairs // num_items, pairs % num_items + 1)
+    return queries, items, k, masked, lookup
+
+
+def test_tf_top_k_ranks_equal_scores_lower_index_first():
+    """The tie rule the ranking keeps is the one evaluate had: tf.math.top_k is stable."""
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        queries, items, k, masked, _ = random_case(rng, levels=2)
+        matrix = queries @ items.T
+        for got, want in zip(previous_top_k(matrix, k, *masked), numpy_top_k(matrix, k, *masked)):
+            np.testing.assert_array_equal(got, want)
+    items, _ = previous_top_k(np.array([[0.0, -0.0, 0.0, -0.0]], np.float32), 4, [], [])
+    assert items.tolist() == [[1, 2, 3, 4]]  # -0.0 and 0.0 are one score
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_top_k_equals_the_previous_ranking_with_ties(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    # tiles of 1 to many groups; threshold updates after every group or almost never
+    monkeypatch.setattr(topk, "TILE_BYTES", int(rng.choice([256, 4096, 1 << 20])))
+    monkeypatch.setattr(topk, "UPDATE_EVERY", int(rng.choice([1, 16, 10_000])))
+    boundary_ties = 0
+    for _ in range(40):
+        queries, items, k, masked, lookup = random_case(rng, levels=int(rng.choice([1, 2, 3, 8])))
+        rows, num_items = len(queries), len(items)
+        matrix = queries @ items.T
+        want = previous_top_k(matrix, k, *masked)
+        for got, reference_ in zip(want, numpy_top_k(matrix, k, *masked)):
+            np.testing.assert_array_equal(got, reference_)
+        tile = topk.tile_items(rows, num_items)
+        shared = np.broadcast_to(matrix[:1], matrix.shape)  # MostPopular: every row scores alike
+        for source, scores in [(topk.DenseScores(matrix, tile), matrix),
+                               (topk.DotScores(queries, items, tile).rows(0, rows), matrix),
+                               (topk.SharedScores(matrix[0], rows, tile), shared)]:
+            expected = want if scores is matrix else previous_top_k(np.array(shared), k, *masked)
+            got = topk.rank(source, rows, num_items, k, masked=masked, lookup=lookup)
+            np.testing.assert_array_equal(got.items, expected[0])
+            np.testing.assert_array_equal(got.values, expected[1])
+            np.testing.assert_array_equal(got.looked_up, scores[lookup[0], lookup[1] - 1])
+        ranked = numpy_top_k(matrix, num_items, *masked)[1]  # every score, in rank order
+        if k < num_items:
+            boundary_ties += int(np.sum((ranked[:, k - 1] == ranked[:, k]) & np.isfinite(ranked[:, k])))
+    assert boundary_ties > 20  # equal scores straddle the k-th place, so the tie rule decided
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_top_k_on_rounded_float_scores(dtype):
+    """Float scores rounded to one decimal: few distinct values, the k-th place tied in most rows."""
+    rng = np.random.default_rng(5)
+    for tile in (topk.GROUP, topk.tile_items(9, 7000)):  # one group per tile, or the whole corpus
+        matrix = np.round(rng.standard_normal((9, 7000)), 1).astype(dtype)
+        masked = (rng.integers(0, 9, 400), rng.integers(1, 7001, 400))
+        want = previous_top_k(matrix, 100, *masked)
+        got = topk.rank(topk.DenseScores(matrix, tile), 9, 7000, 100, masked=masked)
+        np.testing.assert_array_equal(got.items, want[0])
+        np.testing.assert_array_equal(got.values, want[1])
+
+
+def test_many_tiles_through_evaluate_match_the_reference(monkeypatch):
+    monkeypatch.setattr(topk, "TILE_BYTES", 4096)  # 2,000 items over dozens of tiles
+    split = random_split(8, num_users=30, num_items=2000, sizes=(3000, 200, 300))
+    model = int_model(3, split, dim=2, low=-1, high=2)
+    ks = [1, 10, 150]
+    assert_same(ev.evaluate(model, split, "test", ks), reference(model_scores(model, split, "test"), split, "test", ks))
+    assert_same(ev.most_popular(split, "val", ks), reference(popularity_scores(split), split, "val", ks))
+
+
+def test_nan_scores_are_an_error():
+    split = random_split(4)
+    model = int_model(2, split)
+    model.items[5, 1] = np.nan
+    with pytest.raises(ev.EvaluationError, match="^scores: NaN"):
+        ev.evaluate(model, split, "test", KS)
+    matrix = np.zeros((2, 10), np.float32)
+    matrix[1, 7] = np.nan
+    with pytest.raises(ev.EvaluationError, match="^scores: NaN"):
+        topk.rank(topk.DenseScores(matrix, topk.tile_items(2, 10)), 2, 10, 3)
+
+
+# --- cheap per-epoch validation: a seeded sample of val users ------------------------------------
+
+
+def test_sample_users_is_seeded_exact_and_evaluates_only_those_users():
+    split = random_split(3, num_users=200, num_items=40, sizes=(600, 300, 100))
+    users = np.unique(split.val.user)
+    assert ev.sample_users(split, "val", len(users), 0) is None  # not more users than asked: all count
+    assert ev.sample_users(split, "val", None, 0) is None  # the default, 5,000, exceeds them
+    sample = ev.sample_users(split, "val", 25, 7)
+    assert len(sample) == len(np.unique(sample)) == 25 and set(sample) <= set(users)
+    np.testing.assert_array_equal(sample, ev.sample_users(split, "val", 25, 7))
+    assert not np.array_equal(sample, ev.sample_users(split, "val", 25, 8))
+    cut = ev.only_users(split, "val", sample)
+    assert set(np.unique(cut.val.user)) == set(sample) and len(cut.train) == len(split.train)
+    model = int_model(6, split)
+    assert_same(ev.evaluate(model, split, "val", KS, users=sample), reference(model_scores(model, cut, "val"), cut, "val", KS))
+    assert_same(ev.most_popular(split, "val", KS, users=sample), reference(popularity_scores(cut), cut, "val", KS))
+
+
+def test_per_epoch_validation_uses_the_sample_and_final_metrics_use_every_user(tmp_path):
+    from tuner import train
+
+    ks = [10, 50]
+    cfg = config.from_dict({
+        "seed": 3, "dataset": {"name": "synthetic", "num_users": 400, "num_items": 150, "num_interactions": 8000,
+                               "num_clusters": 5, "cache_dir": str(tmp_path)},
+        "split": {"method": "random", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 11},
+        "training": {"epochs": 1, "batch_size": 512}, "evaluation": {"ks": ks, "val_users": 40}}, "test")
+    split = train.prepare_split(cfg)
+    model = train.build_model_for(cfg, split)
+    result = train.run(cfg, split, model=model, log=lambda message: None)
+    sample = ev.sample_users(split, "val", 40, cfg.split.seed)
+    assert len(sample) == 40 < len(np.unique(split.val.user))
+    epoch_val = result["epochs"][0]["val"]
+    assert_same(epoch_val, ev.evaluate(model, split, "val", ks, users=sample))  # the trained model: one epoch
+    full = ev.evaluate(model, split, "val", ks)
+    assert_same({name: result["val"][name] for name in full}, full)
+    assert epoch_val != full
+
+
+@pytest.mark.parametrize("value", [0, -3, "many", True, 2.5])
+def test_val_users_must_be_a_positive_integer_or_null(value):
+    with pytest.raises(ConfigError, match=r"^cfg.yaml: evaluation.val_users: ") as error:
+        config.from_dict({"evaluation": {"val_users": value}}, "cfg.yaml")
+    assert "\n" not in str(error.value)
+    assert config.from_dict({"evaluation": {"val_users": None}}).evaluation.val_users is None
+    assert config.from_dict({"evaluation": {"val_users": 300}}).evaluation.val_users == 300

@@ -207,21 +207,21 @@ def test_cbns_bank_is_a_fifo_of_the_last_candidates():
     for items in batches:
         model.compute_loss(batch([1, 2, 3, 4], items), training=True)
         seen += items
-        assert model.bank_count.numpy() == min(len(seen), 6)
-    assert model.bank_ids.numpy().tolist() == seen[-6:]  # oldest first
+        assert model.cbns_bank.count.numpy() == min(len(seen), 6)
+    assert model.cbns_bank.oldest_first()[1].numpy().tolist() == seen[-6:]  # oldest first
     _, expected = embed(model, batch([1], [1]), seen[-6:])
-    np.testing.assert_allclose(model.bank_embeddings.numpy(), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.bank_log_q.numpy(), np.log(unigram(seen[-6:])), rtol=1e-5)
+    np.testing.assert_allclose(model.cbns_bank.oldest_first()[0].numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.cbns_bank.oldest_first()[2].numpy(), np.log(unigram(seen[-6:])), rtol=1e-5)
     # Evaluation passes never touch the bank.
     model.compute_loss(batch([1, 2, 3, 4], [6, 6, 6, 6]), training=False)
-    assert model.bank_ids.numpy().tolist() == seen[-6:]
+    assert model.cbns_bank.oldest_first()[1].numpy().tolist() == seen[-6:]
 
 
 def test_cbns_uses_the_bank_only_after_warmup_with_stored_q_and_hits_masked():
     model = cbns_model(temperature=0.5)
     first, second = batch([1, 2, 3, 4], [1, 2, 3, 4]), batch([5, 6, 1, 2], [5, 7, 8, 9])
     model.train_step(first)
-    assert int(model.optimizer.iterations) == 1 and model.bank_count.numpy() == 4
+    assert int(model.optimizer.iterations) == 1 and model.cbns_bank.count.numpy() == 4
     probe_items = [2, 5, 6, 9]  # 5 and 9 will also sit in the bank: accidental hits by id
     probe = batch([3, 4, 5, 6], probe_items)
     qe, ce = embed(model, probe, probe_items)
@@ -229,11 +229,11 @@ def test_cbns_uses_the_bank_only_after_warmup_with_stored_q_and_hits_masked():
     assert loss(model, probe) == pytest.approx(before_warmup, rel=1e-5)
 
     model.train_step(second)  # step 2: warm-up over, bank = [3, 4, 5, 7, 8, 9]
-    bank_ids = model.bank_ids.numpy().tolist()
+    bank_ids = model.cbns_bank.oldest_first()[1].numpy().tolist()
     assert bank_ids == [3, 4, 5, 7, 8, 9]
     columns = probe_items + bank_ids
-    bank = model.bank_embeddings.numpy().astype(np.float64)
-    q = np.concatenate([unigram(probe_items), np.exp(model.bank_log_q.numpy())])
+    bank = model.cbns_bank.oldest_first()[0].numpy().astype(np.float64)
+    q = np.concatenate([unigram(probe_items), np.exp(model.cbns_bank.oldest_first()[2].numpy())])
     expected = reference_loss(qe, np.concatenate([ce, bank]), probe_items, columns, temperature=0.5, q=q,
                               num_batch=4)
     value = loss(model, probe)
@@ -256,7 +256,7 @@ def test_no_gradient_flows_into_the_bank():
     model = cbns_model()
     model.compute_loss(batch([1, 2, 3, 4], [1, 2, 3, 4]), training=True)
     model.optimizer.iterations.assign(5)
-    bank_vars = [model.bank_embeddings, model.bank_log_q]
+    bank_vars = [model.cbns_bank.embeddings, model.cbns_bank.log_q]
     assert not any(v.trainable for v in bank_vars)
     assert {v.ref() for v in bank_vars}.isdisjoint({v.ref() for v in model.trainable_variables})
     with tf.GradientTape() as tape:
@@ -269,7 +269,8 @@ def test_no_gradient_flows_into_the_bank():
 
 
 def test_streaming_logq_updates_only_in_training():
-    model = make_model(retrieval={"logq": "streaming", "estimator_buckets": 64, "estimator_alpha": 0.1})
+    model = make_model(retrieval={"logq": "streaming", "estimator_buckets": 64, "estimator_alpha": 0.1,
+                                  "remove_accidental_hits": False})
     items = [1, 1, 2, 3]
     features = batch([1, 2, 3, 4], items)
     qe, ce = embed(model, features, items)
@@ -369,5 +370,5 @@ def test_fit_reduces_the_loss(strategy):
     before = loss(model, probe)
     model.fit(stream, epochs=6, verbose=0)
     after = loss(model, probe)
-    assert model.strategy != "cbns" or model.bank_count.numpy() == 64
+    assert model.strategy != "cbns" or model.cbns_bank.count.numpy() == 64
     assert np.isfinite(after) and after < 0.5 * before

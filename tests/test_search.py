@@ -25,8 +25,9 @@ def tuner(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedPr
 
 
 def small_space(tmp_path: Path, name: str = "small", **search) -> Path:
-    """The quick-start space, shrunk: 2 epochs of a 16-dimensional model per trial."""
+    """The quick-start space, shrunk: 2 epochs of a 16-dimensional model per trial, no pruning."""
     space = yaml.safe_load(TEMP_SPACE.read_text())
+    del space["search"]["early_terminate"]
     space["model"]["embedding_dim"] = 16
     space["training"]["epochs"] = 2
     space["search"].update({"max_trials": 4, **search})
@@ -162,7 +163,7 @@ def test_space_errors_stop_before_any_trial(tmp_path, parameters, expected):
 def test_bare_space_name_and_unknown_name(tmp_path):
     result = tuner("search", "--space", "no-such-space", "--storage", f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)
     assert result.returncode == 2
-    assert "built-in: full, negatives, temp" in result.stderr
+    assert "built-in: custom_towers, full, negatives, temp" in result.stderr
 
 
 def test_conditional_space_restores_across_trials(tmp_path):
@@ -214,3 +215,124 @@ def test_worker_joins_a_postgresql_study_through_the_cli(tmp_path, postgres_url)
     assert sorted(t["number"] for t in table["trials"]) == [1, 2, 3, 4, 5, 6]
     assert len({json.dumps(t["params"], sort_keys=True) for t in table["trials"]}) == 6
     assert "remote" in {t["worker"] for t in table["trials"]}, "the joining worker ran no trial"
+
+
+def test_a_trial_builds_its_config_once_and_a_worker_loads_its_split_once(tmp_path, monkeypatch):
+    """The built-in trial path in this process: each trial's Config is made once from its values,
+    and the worker loads and splits the data once for all its trials. The counters wrap the
+    real functions (they still run); the worker's own log lines mark where each trial starts
+    and ends."""
+    from tuner import train
+    from tuner.search import create_or_resume_study, run_worker
+    from tuner.space import load_space
+    from tuner.store import list_trials, open_store
+
+    space = yaml.safe_load(TEMP_SPACE.read_text())
+    space["model"]["embedding_dim"] = 8
+    space["training"]["epochs"] = 1
+    space["evaluation"]["every_epoch"] = False
+    space["search"]["max_trials"] = 2
+    path = tmp_path / "once.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'once.db'}"
+    store = open_store(url)
+    create_or_resume_study(store, "once", load_space(str(path)))
+
+    counts = {"configs": 0, "loads": 0}
+    real_init, real_load = config.Config.__init__, train.load_dataset
+
+    def counting_init(self, *args, **kwargs):
+        counts["configs"] += 1
+        real_init(self, *args, **kwargs)
+
+    def counting_load(*args, **kwargs):
+        counts["loads"] += 1
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(config.Config, "__init__", counting_init)
+    monkeypatch.setattr(train, "load_dataset", counting_load)
+    builds_per_trial, started = [], {}
+
+    def log(line):
+        words = line.split()
+        if len(words) > 3 and words[1] == "trial" and words[3] == "started:":
+            started[words[2]] = counts["configs"]
+        elif len(words) > 3 and words[1] == "trial" and words[3] in ("completed", "FAILED"):
+            builds_per_trial.append(counts["configs"] - started[words[2]])
+
+    run_worker(url, "once", worker_id="w0", log=log)
+    assert [t.status for t in list_trials(store, "once")] == ["COMPLETED", "COMPLETED"]
+    assert builds_per_trial == [1, 1]
+    assert counts["loads"] == 1
+
+
+def test_a_hyperband_child_starts_from_its_parents_weights_and_checkpoints_are_cleaned_up(tmp_path, monkeypatch):
+    """Real tiny training, one worker in this process. A trial continuing a parent (Keras Tuner's
+    tuner/trial_id) trains only epochs initial_epoch+1.. from the parent's checkpoint: its first
+    epoch's loss is below the parent's first (same values and seed, so from scratch it would
+    repeat it). Checkpoints of trials no bracket needs go during the study, the rest at its end;
+    a missing checkpoint trains from scratch with a warning."""
+    from tuner.search import artifacts, create_or_resume_study, run_worker
+    from tuner.space import load_space
+    from tuner.store import list_metrics, list_trials, open_store
+
+    space = yaml.safe_load(TEMP_SPACE.read_text())
+    space["model"]["embedding_dim"] = 8
+    space["evaluation"]["every_epoch"] = True
+    space["parameters"] = {"retrieval.temperature": {"values": [0.05, 0.2, 1.0]}}
+    space["search"] = {"oracle": "hyperband", "max_epochs": 3, "factor": 3, "objective": "val_recall@10"}
+    path = tmp_path / "hbc.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'hbc.db'}"
+    store = open_store(url)
+    create_or_resume_study(store, "hbc", load_space(str(path)))
+    folder = tmp_path / "art"
+
+    dropped, restored, lines = [], [], []
+    real_remove, real_restore = artifacts.remove_unneeded, artifacts.restore
+
+    def remove_unneeded(study_folder, drop):
+        dropped.append(sorted(drop))
+        return real_remove(study_folder, drop)
+
+    def restore(model, trial_folder):
+        found = real_restore(model, trial_folder)
+        restored.append((trial_folder.name, found))
+        return found
+
+    monkeypatch.setattr(artifacts, "remove_unneeded", remove_unneeded)
+    monkeypatch.setattr(artifacts, "restore", restore)
+    run_worker(url, "hbc", worker_id="w0", log=lines.append, artifacts=str(folder))
+
+    trials = list_trials(store, "hbc")
+    assert all(t.status == "COMPLETED" for t in trials), [(t.status, t.error) for t in trials]
+    curves = {}
+    for m in list_metrics(store, "hbc"):
+        if m.epoch is not None and m.name == "loss":
+            curves.setdefault(m.number, {})[m.epoch] = m.value
+    children = [t for t in trials if t.params.get("tuner/initial_epoch")]
+    assert children, "Hyperband handed out no trial that continues another"
+    by_kt = {t.kt_trial_id: t for t in trials}
+    for child in children:
+        parent = by_kt[child.params["tuner/trial_id"]]
+        start = child.params["tuner/initial_epoch"]
+        assert (str(parent.number), True) in restored
+        assert sorted(curves[child.number]) == list(range(start + 1, child.params["tuner/epochs"] + 1))
+        assert curves[child.number][start + 1] < 0.99 * curves[parent.number][1], (curves[child.number],
+                                                                                     curves[parent.number])
+    assert any(d for d in dropped[:-1]), "no checkpoint was removed while the study ran"
+    assert not (folder / "hbc").exists() and not folder.exists()  # the study ended: nothing kept
+
+
+def test_a_missing_parent_checkpoint_trains_from_scratch_with_a_warning(tmp_path):
+    from tuner.search.hypermodel import TrialRunner
+    from tuner.search.trial import TrialContext
+
+    ctx = TrialContext(number=5, values={"tuner/epochs": 3, "tuner/initial_epoch": 1, "tuner/trial_id": "0001"},
+                       study="s", space="", objective="val_recall@10", direction="max", trial_id=5,
+                       kt_trial_id="0005", parent=2, store_url="sqlite:///unused.db", hp_config={},
+                       artifacts=str(tmp_path / "s"))
+    lines = []
+    assert TrialRunner._continue(ctx, model=None, log=lines.append) == 0
+    assert lines == [f"warning: no checkpoint of its parent trial 2 in {tmp_path / 's' / '2'}: training from "
+                     "scratch (epochs 1-3 instead of 2-3)"]

@@ -1,7 +1,9 @@
 """Search spaces: the built-in ones, Keras Tuner round trips, conditionals and every load error."""
 import contextlib
 import copy
+import functools
 import io
+import operator
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from tuner.config import ConfigError
 from tuner.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTIN = ("full", "negatives", "temp")
+BUILTIN = ("custom_towers", "full", "negatives", "temp")
 
 
 def sample(sp, n, seed=0):
@@ -53,8 +55,7 @@ def test_builtin_space_samples_are_valid_configs(name):
         searched = sp.searched_values(values)
         assert set(searched) == set(values)  # keras-tuner keeps only active values; no constants here
         for path, value in searched.items():
-            section, key = path.split(".")
-            assert getattr(getattr(trial_cfg, section), key) == value
+            assert functools.reduce(operator.getitem, path.split("."), trial_cfg.to_dict()) == value
             p = by_path[path]
             if p.values:
                 assert value in p.values
@@ -86,9 +87,9 @@ def test_bare_name_resolution(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "temp.yaml").write_text((ROOT / "search_spaces" / "temp.yaml").read_text().replace("max_trials: 20", "max_trials: 3"))
     assert load_space("temp.yaml").search.max_trials == 3  # an existing file wins over the built-in
-    with pytest.raises(ConfigError, match=r"^nope: no such file, and not a built-in space \(built-in: full, negatives, temp\)$"):
+    with pytest.raises(ConfigError, match=r"^nope: no such file, and not a built-in space \(built-in: custom_towers, full, negatives, temp\)$"):
         load_space("nope")
-    with pytest.raises(ConfigError, match="built-in: full, negatives, temp"):
+    with pytest.raises(ConfigError, match="built-in: custom_towers, full, negatives, temp"):
         load_space("some/dir/temp.yaml")  # a path that does not exist is not a bare name
 
 
@@ -333,7 +334,7 @@ ERRORS = [
     ("unknown search key",
      {"search": {"oracle": "random", "trials": 5}},
      "unknown key 'search.trials' (allowed: oracle, objective, direction, max_trials, workers, seed, max_epochs, "
-     "factor, retries, study)"),
+     "factor, retries, study, engine, early_terminate)"),
     ("bad oracle",
      {"search": {"oracle": "tpe"}},
      "search.oracle: 'tpe' is not one of random, bayesian, hyperband, grid"),

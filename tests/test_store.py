@@ -1,8 +1,12 @@
 """The store on real SQLite files and a real PostgreSQL server: schema, errors, reads, locking."""
+import ast
 import hashlib
 import json
 import math
+import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -11,8 +15,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tuner.store import (COMPLETED, FAILED, RUNNING, SCHEMA_VERSION, StoreError, best_trial, get_study,
-                         list_metrics, list_studies, list_trials, open_store)
+import tuner
+from tuner.store import (COMPLETED, FAILED, RUNNING, SCHEMA_VERSION, Store, StoreError, best_trial,
+                         create_or_get_study, get_study, list_metrics, list_studies, list_trials, mask_url, open_store,
+                         study_fingerprint)
+from tuner.errors import ConfigError
 from tuner.store import api, schema
 
 SETTINGS = {"max_trials": 5, "seed": 1, "retries": 1, "heartbeat_timeout": 60.0}
@@ -21,7 +28,7 @@ SETTINGS = {"max_trials": 5, "seed": 1, "retries": 1, "heartbeat_timeout": 60.0}
 def make_study(store, name="s", direction="max", **overrides):
     fields = dict(name=name, space="parameters: {}\n", objective="score", direction=direction, oracle="random",
                   settings=SETTINGS)
-    return api.create_or_get_study(store, **{**fields, **overrides})[0]
+    return create_or_get_study(store, **{**fields, **overrides})[0]
 
 
 def running_trial(store, study, params=None):
@@ -99,7 +106,7 @@ def test_a_store_from_a_newer_version_is_refused_and_never_altered(store_url):
         open_store(store_url)
     message = str(err.value)
     assert "\n" not in message and "newer" in message and f"version {SCHEMA_VERSION + 1}" in message
-    assert api.mask_url(store_url) in message
+    assert mask_url(store_url) in message
 
     if db_file:
         assert _digest(db_file) == before
@@ -122,8 +129,10 @@ def test_a_foreign_meta_table_is_not_taken_for_a_store(tmp_path):
 @pytest.mark.parametrize("url, expected", [
     ("postgresql+psycopg://alice:s3cret@127.0.0.1:1/tuner", "postgresql+psycopg://alice:***@127.0.0.1:1/tuner: cannot open"),
     ("nosuchdb://alice:s3cret@host/x", "nosuchdb://alice:***@host/x: cannot open"),
-    ("not a url", "not a url: cannot open the store: ArgumentError"),
-    ("sqlite:////nonexistent-dir/tuner.db", "sqlite:////nonexistent-dir/tuner.db: cannot open the store: OperationalError"),
+    ("not a url", "not a url: cannot open the store: not a database URL (--storage or TUNER_STORAGE); "
+                  "use sqlite:///"),
+    ("sqlite:////nonexistent-dir/tuner.db", "sqlite:////nonexistent-dir/tuner.db: cannot open the store: cannot create "
+                                            "/nonexistent-dir/tuner.db: the folder /nonexistent-dir does not exist"),
 ])
 def test_bad_or_unreachable_urls_give_one_line_errors_with_the_password_masked(url, expected):
     with pytest.raises(StoreError) as err:
@@ -133,11 +142,136 @@ def test_bad_or_unreachable_urls_give_one_line_errors_with_the_password_masked(u
     assert "\n" not in message and "s3cret" not in message
 
 
+@pytest.mark.parametrize("url", ["postgresql+psycopg://alice:s3@cret@db.example/tuner",  # '@' not escaped
+                                 "postgresql+psycopg://alice@db.example/tuner?password=s3cret",
+                                 "postgresql://alice:s3cret@db.example:notaport/tuner"])  # does not parse
+def test_a_password_is_masked_however_the_url_carries_it(url):
+    shown = mask_url(url)
+    assert "s3" not in shown and "cret" not in shown and "alice" in shown and "db.example" in shown
+
+
 def test_the_store_shows_a_masked_url_and_keeps_the_real_one_for_workers():
     url = "postgresql+psycopg://alice:s3cret@db.example:5432/tuner"
-    store = api.Store(sa.create_engine(url), url)  # no connection is made
+    store = Store(sa.create_engine(url), url)  # no connection is made
     assert store.url == "postgresql+psycopg://alice:***@db.example:5432/tuner"
     assert store.raw_url == url and "s3cret" not in repr(store)
+
+
+def test_a_database_failure_is_one_store_error_line_naming_the_masked_url(store_url):
+    if store_url.startswith("postgresql"):  # the test server trusts loopback, so any password gets in
+        store_url = sa.engine.make_url(store_url).set(password="s3cret").render_as_string(hide_password=False)
+    store = open_store(store_url)
+    make_study(store)
+    with store.write() as conn:  # another program drops the tables behind the store's back
+        schema.metadata.drop_all(conn)
+    with pytest.raises(StoreError) as err:
+        list_studies(store)
+    message = str(err.value)
+    assert message.startswith(f"{mask_url(store_url)}: ") and "studies" in message  # the driver's own words
+    assert "\n" not in message and "s3cret" not in message
+    assert isinstance(err.value.__cause__, sa.exc.SQLAlchemyError)  # kept for whoever debugs it
+    store.close()
+
+
+def test_only_the_store_imports_sqlalchemy_or_names_its_tables():
+    root = Path(tuner.__file__).parent
+    tables = {"metadata", "meta", "studies", "trials", "metrics"}
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] == "store":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                offenders += [f"{path}: import {a.name}" for a in node.names if a.name.split(".")[0] == "sqlalchemy"]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.split(".")[0] == "sqlalchemy":
+                    offenders.append(f"{path}: from {node.module}")
+                elif node.module == "tuner.store.schema" and tables & {a.name for a in node.names}:
+                    offenders.append(f"{path}: the store's tables")
+    assert offenders == []
+
+
+def _contents(store_url: str) -> dict:
+    """Every table of the database with its rows, read behind the store's back."""
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        found = {name: sorted(map(tuple, conn.execute(sa.select(sa.Table(name, sa.MetaData(), autoload_with=conn)))))
+                 for name in sa.inspect(conn).get_table_names()}
+    engine.dispose()
+    return found
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["writer", "reader"])
+def test_a_database_with_other_tables_is_refused_and_nothing_is_written_to_it(store_url, read_only):
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:  # another application's own `trials` table
+        conn.exec_driver_sql("CREATE TABLE trials (id INTEGER PRIMARY KEY, drug TEXT)")
+        conn.exec_driver_sql("INSERT INTO trials (id, drug) VALUES (1, 'x')")
+    engine.dispose()
+    db_file = Path(sa.engine.make_url(store_url).database) if store_url.startswith("sqlite") else None
+    before, digest = _contents(store_url), db_file and _digest(db_file)
+    with pytest.raises(StoreError, match=r"not a tuner store: the database holds other tables \(trials\)"):
+        open_store(store_url, read_only=read_only)
+    assert _contents(store_url) == before == {"trials": [(1, "x")]}
+    if db_file:  # not even the switch to WAL, which rewrites the header
+        assert _digest(db_file) == digest and not Path(f"{db_file}-wal").exists()
+
+
+def test_a_read_only_open_creates_no_store(store_url):
+    db_file = Path(sa.engine.make_url(store_url).database) if store_url.startswith("sqlite") else None
+    expected = "does not exist; `tuner search` creates one" if db_file else "no tuner store there yet"
+    with pytest.raises(StoreError, match=expected):
+        open_store(store_url, read_only=True)
+    if db_file:
+        assert not db_file.exists()
+    else:
+        assert _contents(store_url) == {}
+    open_store(store_url).close()  # a writer creates it; a reader opens it from then on
+    open_store(store_url, read_only=True).close()
+
+
+@pytest.mark.parametrize("lock, prefix", [
+    ("c.execute('PRAGMA locking_mode = EXCLUSIVE'); c.execute('BEGIN EXCLUSIVE')", "cannot open the store: "),
+    ("c.execute('BEGIN IMMEDIATE'); c.execute('DELETE FROM metrics')", ""),  # a long write transaction
+], ids=["exclusive-lock", "write-transaction"])
+def test_a_sqlite_lock_held_too_long_is_one_line_naming_the_holder(sqlite_url, monkeypatch, lock, prefix):
+    from tuner.store import engine
+
+    open_store(sqlite_url).close()
+    path = sa.engine.make_url(sqlite_url).database
+    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time\n"
+                               "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                               f"{lock}\nprint('held', flush=True); time.sleep(60)", path],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 1)  # a writer's wait, shortened for the test
+        started = time.monotonic()
+        with pytest.raises(StoreError) as err:
+            with open_store(sqlite_url) as store:  # WAL: opening reads past a writer, the write waits
+                make_study(store)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{sqlite_url}: {prefix}OperationalError: database is locked")
+    assert "database is locked after waiting 1 s" in message and f"open by pid {holder.pid} (" in message
+
+
+@pytest.mark.parametrize("name, problem", [("", "is empty"), ("  ", "is blank"), ("x" * 201, "has 201 characters"),
+                                           ("a\nb", "has a control character"), (" a", "starts or ends with a space"),
+                                           (7, "is int, not text")])
+def test_study_names_follow_one_rule_when_created_and_when_read(store_url, name, problem):
+    store = open_store(store_url)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        make_study(store, name=name)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        get_study(store, name)
+    assert list_studies(store) == []
+    make_study(store, name="x" * 200)  # the longest name fits the column on both backends
+    assert get_study(store, "x" * 200).name == "x" * 200
+    store.close()
 
 
 def test_default_url_is_tuner_storage_else_tuner_db(tmp_path, monkeypatch):
@@ -157,20 +291,44 @@ def test_default_url_is_tuner_storage_else_tuner_db(tmp_path, monkeypatch):
 
 def test_studies_are_created_once_and_resumed_only_with_the_same_space_and_settings(store_url):
     store = open_store(store_url)
-    study, created = api.create_or_get_study(store, name="s", space="a: 1\n", objective="score", direction="max",
-                                             oracle="random", settings=SETTINGS)
-    again, created_again = api.create_or_get_study(store, name="s", space="a: 1\n", objective="score",
-                                                   direction="max", oracle="random", settings=dict(SETTINGS))
+    study, created = create_or_get_study(store, name="s", space="a: 1\n", objective="score", direction="max",
+                                         oracle="random", settings=SETTINGS)
+    again, created_again = create_or_get_study(store, name="s", space="a: 1\n", objective="score",
+                                               direction="max", oracle="random", settings=dict(SETTINGS))
     assert created and not created_again and again.id == study.id
     with pytest.raises(StoreError) as err:
-        api.create_or_get_study(store, name="s", space="a: 2\n", objective="score", direction="min",
-                                oracle="random", settings={**SETTINGS, "max_trials": 9})
+        create_or_get_study(store, name="s", space="a: 2\n", objective="score", direction="min",
+                            oracle="random", settings={**SETTINGS, "max_trials": 9})
     assert "study 's' exists with a different space, direction, search.max_trials;" in str(err.value)
     make_study(store, name="t")
     assert [s.name for s in list_studies(store)] == ["s", "t"]
     with pytest.raises(StoreError, match=r"no study named 'nope' \(studies: s, t\)"):
         get_study(store, "nope")
     store.close()
+
+
+def test_processes_racing_to_create_one_study_all_get_it_and_one_creates_it(store_url):
+    stores = [open_store(store_url) for _ in range(4)]
+    start, results, errors = threading.Barrier(len(stores)), [], []
+
+    def create(store):
+        start.wait()
+        try:
+            results.append(create_or_get_study(store, name="s", space="parameters: {}\n", objective="score",
+                                               direction="max", oracle="random", settings=SETTINGS))
+        except Exception as exc:  # noqa: BLE001  (collected and asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert len({study.id for study, _ in results}) == 1
+    for s in stores:
+        s.close()
 
 
 # --- trials and metrics ----------------------------------------------------------------------
@@ -233,6 +391,24 @@ def test_nan_metrics_do_not_break_reads(store_url):
     api.report_epoch(store, trial_id, 1, {"loss": float("nan")})
     (metric,) = list_metrics(store, "s", number)
     assert metric.value is None or math.isnan(metric.value)
+    store.close()
+
+
+def test_the_fingerprint_changes_when_a_trial_starts_reports_or_ends_and_not_on_heartbeats(store_url):
+    store = open_store(store_url)
+    study = make_study(store)
+    empty = study_fingerprint(store, "s")
+    assert study_fingerprint(store, "s") == empty
+    trial_id, _ = running_trial(store, study)
+    started = study_fingerprint(store, "s")
+    assert api.heartbeat(store, trial_id) and study_fingerprint(store, "s") == started  # no page rebuild per beat
+    api.report_epoch(store, trial_id, 1, {"loss": 0.5})
+    reported = study_fingerprint(store, "s")
+    end_trial(store, trial_id, COMPLETED, 0.5)
+    ended = study_fingerprint(store, "s")
+    assert len({empty, started, reported, ended}) == 4
+    with pytest.raises(StoreError, match="no study named 'nope'"):
+        study_fingerprint(store, "nope")
     store.close()
 
 

@@ -12,15 +12,18 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner.config import ConfigError
-from tuner.search import TrialContext, create_or_resume_study, in_subprocess, load_trial_fn, run_worker, \
+from tuner.search import TrialContext, create_or_resume_custom_study, in_subprocess, load_trial_fn, run_worker, \
     start_local_workers
-from tuner.search.worker import worker_env
+from tuner.search.local import worker_env
+from tuner.space import search_settings
 from tuner.store import COMPLETED, FAILED, INTERRUPTED, RUNNING, best_trial, list_metrics, list_trials, open_store
 
 HERE = Path(__file__).resolve()
@@ -84,11 +87,12 @@ def hyperparameters(with_float=True):
     return hp
 
 
-def new_study(url, name="s", with_float=True, **settings):
+def new_study(url, name="s", with_float=True, heartbeat_timeout=3.0, **settings):
     store = open_store(url)
     settings = {"oracle": "random", "objective": "score", "direction": "max", "max_trials": 6, "seed": 7,
-                "retries": 1, "heartbeat_timeout": 3.0, **settings}
-    create_or_resume_study(store, name, SPACE, hyperparameters(with_float), **settings)
+                "retries": 1, **settings}
+    create_or_resume_custom_study(store, name, SPACE, hyperparameters(with_float),
+                                  search_settings(settings, f"study '{name}'"), heartbeat_timeout=heartbeat_timeout)
     return store
 
 
@@ -139,7 +143,7 @@ def test_failed_trials_are_recorded_with_a_reason_and_the_study_goes_on(sqlite_u
             return {"loss": 0.5}
         return quick_trial(ctx)
 
-    run_worker(sqlite_url, "s", trial, "w0", log=lambda m: None)
+    run_worker(sqlite_url, "s", trial_fn=trial, worker_id="w0", log=lambda m: None)
     rows = list_trials(store, "s")
     assert [r.status for r in rows] == [COMPLETED, FAILED, FAILED, FAILED, COMPLETED, COMPLETED]
     assert rows[1].error == "ValueError: bad learning rate"
@@ -166,7 +170,7 @@ def test_a_resumed_study_continues_exactly_where_it_stopped(tmp_path, oracle, se
     straight, resumed = f"sqlite:///{tmp_path / 'straight.db'}", f"sqlite:///{tmp_path / 'resumed.db'}"
     locks = len(kt_oracle.LOCKS)
     stores = [new_study(url, oracle=oracle, with_float=with_float, **settings) for url in (straight, resumed)]
-    run_worker(straight, "s", quick_trial, "w0", log=lambda m: None)
+    run_worker(straight, "s", trial_fn=quick_trial, worker_id="w0", log=lambda m: None)
 
     stop = threading.Event()
 
@@ -176,7 +180,7 @@ def test_a_resumed_study_continues_exactly_where_it_stopped(tmp_path, oracle, se
 
     for restart in range(30):
         stop.clear()
-        run_worker(resumed, "s", one_trial, f"w{restart}", stop_event=stop, log=lambda m: None)
+        run_worker(resumed, "s", trial_fn=one_trial, worker_id=f"w{restart}", stop_event=stop, log=lambda m: None)
         if not stop.is_set():
             break  # the worker found nothing left to run
     a, b = (list_trials(s, "s") for s in stores)
@@ -188,19 +192,66 @@ def test_a_resumed_study_continues_exactly_where_it_stopped(tmp_path, oracle, se
     assert len(kt_oracle.LOCKS) == locks  # no oracle kept alive by keras-tuner's per-instance locks
 
 
+def test_a_larger_budget_extends_a_study_and_its_oracle_and_a_smaller_one_is_refused(tmp_path):
+    """A study of 3 trials given 5 runs the same 5 trials as a study of 5 from the start; a
+    budget below the trials already run is a one-line error that changes nothing; the space's
+    own smaller budget (no --max-trials) leaves an extended study's budget as it is."""
+    from tuner.store import StoreError, get_study
+
+    straight, extended = f"sqlite:///{tmp_path / 'straight.db'}", f"sqlite:///{tmp_path / 'extended.db'}"
+    new_study(straight, max_trials=5)
+    run_worker(straight, "s", trial_fn=quick_trial, worker_id="w0", log=lambda m: None)
+    store = new_study(extended, max_trials=3)
+    run_worker(extended, "s", trial_fn=quick_trial, worker_id="w0", log=lambda m: None)
+    assert_consistent(store, "s", 3)
+
+    with pytest.raises(StoreError) as err:
+        new_study(extended, max_trials=2)
+    assert str(err.value) == "--max-trials 2: study 's' already ran 3 trials (budget 3); give at least 3"
+    assert get_study(store, "s").settings["max_trials"] == 3
+
+    new_study(extended, max_trials=5)
+    assert get_study(store, "s").settings["max_trials"] == 5
+    run_worker(extended, "s", trial_fn=quick_trial, worker_id="w1", log=lambda m: None)
+    rows = assert_consistent(store, "s", 5)
+    assert [r.params for r in rows] == [r.params for r in list_trials(open_store(straight), "s")]
+    assert [r.worker for r in rows] == ["w0"] * 3 + ["w1"] * 2
+
+    settings = search_settings({"oracle": "random", "objective": "score", "direction": "max", "max_trials": 4,
+                                "seed": 7, "retries": 1}, "study 's'")
+    kept = create_or_resume_custom_study(store, "s", SPACE, hyperparameters(), settings, heartbeat_timeout=3.0,
+                                         budget="extend")
+    assert kept.settings["max_trials"] == 5 == get_study(store, "s").settings["max_trials"]
+    status = subprocess.run([sys.executable, "-m", "tuner.cli", "status", "--study", "s", "--storage", extended],
+                            capture_output=True, text=True, timeout=120)
+    assert "random oracle, 5/5 trials" in status.stdout, status.stdout + status.stderr
+
+
+def test_an_extended_bayesian_study_keeps_its_random_start(sqlite_url):
+    from tuner.search.oracle import new_oracle
+    from tuner.store import get_study
+
+    store = new_study(sqlite_url, oracle="bayesian", max_trials=8)
+    new_study(sqlite_url, oracle="bayesian", max_trials=40)
+    study = get_study(store, "s")
+    assert study.settings["max_trials"] == 40 and study.settings["initial_points"] == 3  # max(3, 8 // 4)
+    assert new_oracle(study).num_initial_points == 3
+
+
 def test_concurrent_workers_refresh_their_oracle_copies_from_each_others_writes(tmp_path):
     """Two workers (threads here) alternate on one study, each bringing its cached oracle up to
     date from the rows the other wrote: the random oracle hands out exactly the sequence one
     worker alone would."""
     straight, shared = f"sqlite:///{tmp_path / 'straight.db'}", f"sqlite:///{tmp_path / 'shared.db'}"
     stores = [new_study(url, max_trials=12) for url in (straight, shared)]
-    run_worker(straight, "s", quick_trial, "w0", log=lambda m: None)
+    run_worker(straight, "s", trial_fn=quick_trial, worker_id="w0", log=lambda m: None)
 
     def paced(ctx):
         time.sleep(0.05)
         return quick_trial(ctx)
 
-    threads = [threading.Thread(target=run_worker, args=(shared, "s", paced, f"w{i}"), kwargs={"log": lambda m: None})
+    threads = [threading.Thread(target=run_worker, args=(shared, "s"),
+                                kwargs={"trial_fn": paced, "worker_id": f"w{i}", "log": lambda m: None})
                for i in range(2)]
     for t in threads:
         t.start()
@@ -222,7 +273,8 @@ def test_conditional_hyperparameters_survive_restores_and_repeated_reads(sqlite_
     with hp.conditional_scope("strategy", ["mns"]):
         hp.Choice("mns_batch_size", [128, 512])
     store = open_store(sqlite_url)
-    create_or_resume_study(store, "s", SPACE, hp, oracle="grid", objective="score", direction="max", max_trials=None)
+    create_or_resume_custom_study(store, "s", SPACE, hp, search_settings(
+        {"oracle": "grid", "objective": "score", "direction": "max", "max_trials": None}, "study 's'"))
     stop = threading.Event()
 
     def trial(ctx):
@@ -233,7 +285,7 @@ def test_conditional_hyperparameters_survive_restores_and_repeated_reads(sqlite_
 
     for restart in range(10):
         stop.clear()
-        run_worker(sqlite_url, "s", trial, f"w{restart}", stop_event=stop, log=lambda m: None)
+        run_worker(sqlite_url, "s", trial_fn=trial, worker_id=f"w{restart}", stop_event=stop, log=lambda m: None)
         if not stop.is_set():
             break
     rows = assert_consistent(store, "s", 3)
@@ -251,7 +303,7 @@ def test_hyperband_passes_its_epoch_budget_and_parent_trial(sqlite_url):
             ctx.report_epoch(epoch, {"score": score(ctx.values)})
         return {"score": score(ctx.values)}
 
-    run_worker(sqlite_url, "s", trial, "w0", log=lambda m: None)
+    run_worker(sqlite_url, "s", trial_fn=trial, worker_id="w0", log=lambda m: None)
     rows = {r.number: r for r in assert_consistent(store, "s", 6)}
     # max_epochs 3, factor 3: bracket 1 runs 3 one-epoch trials and continues the best for 1 -> 3
     # epochs; bracket 0 runs 2 three-epoch trials.
@@ -273,16 +325,16 @@ def test_bayesian_needs_scikit_learn_or_runs(sqlite_url):
             new_study(sqlite_url, oracle="bayesian")
     else:
         store = new_study(sqlite_url, oracle="bayesian", max_trials=4)
-        run_worker(sqlite_url, "s", quick_trial, "w0", log=lambda m: None)
+        run_worker(sqlite_url, "s", trial_fn=quick_trial, worker_id="w0", log=lambda m: None)
         assert_consistent(store, "s", 4)
 
 
 @pytest.mark.parametrize("settings, message", [
     ({"oracle": "tpe"}, "study 's': search.oracle: 'tpe' is not one of random, bayesian, hyperband, grid"),
     ({"direction": "up"}, "study 's': search.direction: 'up' is not one of max, min"),
-    ({"max_trials": 0}, "study 's': search.max_trials: must be >= 1"),
+    ({"max_trials": 0}, "study 's': search.max_trials: must be >= 1 (got 0)"),
     ({"oracle": "hyperband", "max_epochs": None}, "study 's': search.max_epochs: must be >= 1 for hyperband"),
-    ({"retries": -1}, "study 's': search.retries: must be >= 0"),
+    ({"retries": -1}, "study 's': search.retries: must be >= 0 (got -1)"),
 ])
 def test_bad_search_settings_are_one_line_errors(sqlite_url, settings, message):
     with pytest.raises(ConfigError) as err:
@@ -305,7 +357,7 @@ def test_trial_functions_load_from_a_file_or_a_module():
     ctx = TrialContext(number=1, values={"x": 0.3, "units": 8}, study="s", space="", objective="score",
                        direction="max", trial_id=1, kt_trial_id="0", parent=None, store_url="", hp_config={})
     assert load_trial_fn(f"{HERE}:quick_trial")(ctx)["score"] == pytest.approx(-0.008)
-    assert load_trial_fn("tuner.search.worker:gpu_count")() >= 0
+    assert load_trial_fn("tuner.search.local:gpu_count")() >= 0
 
 
 def test_local_workers_refuse_a_masked_url():
@@ -317,7 +369,7 @@ def test_a_trial_can_run_in_a_fresh_child_process(sqlite_url):
     """The seam that keeps a long study's memory flat: the trial runs in a spawned child that
     reports epochs through the pickled context."""
     store = new_study(sqlite_url, max_trials=1)
-    run_worker(sqlite_url, "s", in_subprocess(f"{HERE}:pid_trial"), "w0", log=lambda m: None)
+    run_worker(sqlite_url, "s", trial_fn=in_subprocess(f"{HERE}:pid_trial"), worker_id="w0", log=lambda m: None)
     (trial,) = assert_consistent(store, "s", 1)
     metrics = {(m.epoch, m.name): m.value for m in list_metrics(store, "s")}
     assert metrics[(1, "pid")] == metrics[(None, "pid")] != os.getpid()
@@ -379,6 +431,37 @@ def test_a_worker_killed_mid_trial_is_noticed_and_its_trial_rerun(sqlite_url, tm
     assert {r.worker for r in rows} == {"w0", "w1", "w2"}
 
 
+@pytest.mark.postgres
+def test_a_worker_killed_mid_trial_on_postgresql_leaves_every_trial_recorded_once(postgres_url, tmp_path):
+    """Three worker processes on one PostgreSQL study; one gets SIGKILL while its trial runs, its
+    connection dropping with it. The study finishes with every trial recorded once: each number
+    once, no values or result completed twice, and every row COMPLETED except the killed trial,
+    FAILED and re-queued, whose values then completed once on another worker."""
+    store = new_study(postgres_url, max_trials=9, retries=1, heartbeat_timeout=3.0)
+    thread, codes = start_workers(3, postgres_url, tmp_path, sleep=0.6)
+    victim = wait_for(lambda: running_with_a_curve(store, "s"), 180, "a running trial with an epoch reported")
+    os.kill(victim.pid, signal.SIGKILL)
+    thread.join(timeout=240)
+    assert not thread.is_alive()
+    assert sorted(codes) == [-signal.SIGKILL, 0, 0]
+
+    rows = assert_consistent(store, "s", 9)
+    assert len(rows) == 10  # nine trials, the killed one run twice
+    assert Counter(r.status for r in rows) == {COMPLETED: 9, FAILED: 1}
+    (lost,) = [r for r in rows if r.status == FAILED]
+    assert lost.number == victim.number and lost.pid == victim.pid
+    assert lost.error.startswith("worker lost: heartbeat stale since ") and lost.error.endswith("; re-queued")
+    (rerun,) = [r for r in rows if r.kt_trial_id == lost.kt_trial_id and r.number != lost.number]
+    assert rerun.status == COMPLETED and rerun.retries == 1 and rerun.params == lost.params
+    assert rerun.pid != victim.pid and rerun.number > lost.number
+    done = [r for r in rows if r.status == COMPLETED]
+    assert len({r.number for r in done}) == len({r.objective for r in done}) == 9  # no result recorded twice
+    finals = [(m.number, m.name) for m in list_metrics(store, "s") if m.epoch is None]
+    assert len(finals) == len(set(finals))  # each final metric written once
+    assert {number for number, _ in finals} == {r.number for r in done}  # and none for the lost trial
+    assert victim.pid not in {r.pid for r in done}
+
+
 @pytest.mark.parametrize("how", ["ctrl-c to start_local_workers", "sigterm to a worker"])
 def test_an_interrupted_trial_is_rerun_on_resume_and_nothing_runs_twice(sqlite_url, monkeypatch, how):
     """Ctrl-C reaches start_local_workers, which forwards it to its worker; SIGTERM goes to a
@@ -391,7 +474,7 @@ def test_an_interrupted_trial_is_rerun_on_resume_and_nothing_runs_twice(sqlite_u
                          f"start_local_workers(1, {sqlite_url!r}, 's', {spec!r})"]
         sent = signal.SIGINT
     else:
-        command = ["-m", "tuner.search.worker", "--storage", sqlite_url, "--study", "s", "--trial-fn", spec,
+        command = ["-m", "tuner.search.local", "--storage", sqlite_url, "--study", "s", "--trial-fn", spec,
                    "--worker-id", "w0"]
         sent = signal.SIGTERM
     env = {**os.environ, "TEST_SLEEP": "0.4"}
@@ -413,10 +496,103 @@ def test_an_interrupted_trial_is_rerun_on_resume_and_nothing_runs_twice(sqlite_u
     finished_before = {r.number: (r.objective, r.ended) for r in before if r.status == COMPLETED}
 
     monkeypatch.setenv("TEST_SLEEP", "0.01")
-    run_worker(sqlite_url, "s", slow_trial, "w1", log=lambda m: None)
+    run_worker(sqlite_url, "s", trial_fn=slow_trial, worker_id="w1", log=lambda m: None)
     rows = assert_consistent(store, "s", 5)
     assert {r.number: (r.objective, r.ended) for r in rows if r.number in finished_before} == finished_before
     (rerun,) = [r for r in rows if r.kt_trial_id == interrupted.kt_trial_id and r.status == COMPLETED]
     assert rerun.worker == "w1" and rerun.params == interrupted.params
     assert rerun.retries == 0  # an interruption is not a failure: it uses up no retry
     assert len(rows) == 6
+
+
+# --- clocks ----------------------------------------------------------------------------------
+
+# A worker whose machine clock is `hours` off, as far as tuner can see: this machine's time as
+# the store reads it (`api.utcnow`) and time.time are shifted once TensorFlow is loaded
+# (replacing datetime.datetime itself makes TensorFlow's import crash).
+SKEWED_WORKER = """
+import datetime, sys, time
+import tuner.search.oracle
+from tuner.search.local import main
+from tuner.store import api
+shift = datetime.timedelta(hours=float(sys.argv[1]))
+real_utcnow, real_time = api.utcnow, time.time
+api.utcnow = lambda: real_utcnow() + shift
+time.time = lambda: real_time() + shift.total_seconds()
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_heartbeats_are_judged_on_the_database_clock_whatever_the_workers_clocks(store_url, tmp_path):
+    """One worker's clock runs 3 hours ahead, the other's 3 hours behind. Neither declares the
+    other's live trials lost, and when the one ahead is killed mid-trial, the one behind still
+    notices within the timeout: start, heartbeat and end times all come from the database."""
+    from tuner.store import api
+
+    store = new_study(store_url, max_trials=12, retries=1, heartbeat_timeout=3.0)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "TEST_BARRIER": str(barrier), "TEST_WORKERS": "2", "TEST_SLEEP": "0.6"}
+    procs = {name: subprocess.Popen([sys.executable, "-c", SKEWED_WORKER, hours, "--storage", store_url,
+                                     "--study", "s", "--trial-fn", f"{HERE}:slow_trial", "--worker-id", name],
+                                    env=env)
+             for name, hours in (("ahead", "3"), ("behind", "-3"))}
+    try:
+        def running_ahead():  # after the one ahead completed a trial beside the one behind
+            if {r.worker for r in list_trials(store, "s", status=COMPLETED)} != {"ahead", "behind"}:
+                return None
+            curves = {m.number for m in list_metrics(store, "s") if m.epoch == 1}
+            return next((r for r in list_trials(store, "s", status=RUNNING)
+                         if r.worker == "ahead" and r.number in curves), None)
+
+        victim = wait_for(running_ahead, 180, "a second running trial of the worker whose clock is ahead")
+        os.kill(victim.pid, signal.SIGKILL)
+        assert procs["behind"].wait(timeout=240) == 0
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+    rows = assert_consistent(store, "s", 12)
+    failed = [r for r in rows if r.status == FAILED]
+    assert [r.number for r in failed] == [victim.number], [(r.number, r.worker, r.error) for r in failed]
+    assert failed[0].error.startswith("worker lost: heartbeat stale since ") and failed[0].error.endswith("; re-queued")
+    (rerun,) = [r for r in rows if r.kt_trial_id == victim.kt_trial_id and r.number != victim.number]
+    assert rerun.status == COMPLETED and rerun.worker == "behind"
+    assert {r.worker for r in rows if r.status == COMPLETED} == {"ahead", "behind"}
+    with store.read() as conn:
+        now = conn.execute(sa.select(api.database_now())).scalar_one()
+    for r in rows:  # the database's clock: minutes from its now, never hours
+        assert all(abs(t - now) < timedelta(minutes=10) for t in (r.started, r.heartbeat, r.ended)), r
+
+
+def test_a_failed_heartbeat_is_logged_and_retried(sqlite_url):
+    """The heartbeat thread swallows a database error only after logging it, and beats again."""
+    import sqlite3
+
+    from tuner.search.trial import Heartbeat
+
+    store = new_study(sqlite_url, max_trials=1)
+    seen = []
+
+    def trial(ctx):
+        lines = []
+        beat = Heartbeat(ctx, 0.1, log=lines.append)
+        db = sqlite_url.removeprefix("sqlite:///")
+        with sqlite3.connect(db) as conn:  # the trials table disappears for a moment
+            conn.execute("ALTER TABLE trials RENAME TO trials_away")
+        beat.start()
+        wait_for(lambda: lines, 30, "a logged heartbeat failure")
+        with sqlite3.connect(db) as conn:
+            conn.execute("ALTER TABLE trials_away RENAME TO trials")
+        before = len(lines)
+        time.sleep(0.5)
+        beat.stop()
+        seen.extend(lines[:before])
+        assert len(lines) == before and not ctx._lost  # beating again once the table is back
+        return quick_trial(ctx)
+
+    run_worker(sqlite_url, "s", trial_fn=trial, worker_id="w0", log=lambda m: None)
+    assert seen and all(line.startswith("trial 1: heartbeat failed, retrying in 0.1 s: ") for line in seen), seen
+    assert "trials" in seen[0]
+    (row,) = assert_consistent(store, "s", 1)
+    assert row.status == COMPLETED

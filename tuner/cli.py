@@ -12,91 +12,148 @@ def cmd_train(args) -> int:
     from tuner import config
 
     cfg = config.load(args.config)  # before TensorFlow loads: bad configs fail fast
+    from tuner import memory, paths
+
+    memory.check(cfg, args.config)  # before loading: synthetic data or histories can be the runaway
+    out = paths.writable_dir(args.out or f"runs/{cfg.hash()}", "--out")
+    from tuner.data import load_dataset
+
+    dataset = load_dataset(cfg.dataset, seed=cfg.seed)  # before TensorFlow loads: bad data fails fast
+    memory.check(cfg, args.config, dataset)
     from tuner import train
 
-    out = args.out or f"runs/{cfg.hash()}"
-    train.run(cfg, out_dir=out)
+    train.run(cfg, train.prepare_split(cfg, dataset), out_dir=out)
+    return 0
+
+
+def cmd_baselines(args) -> int:
+    from tuner import config
+
+    cfg = config.load(args.config)
+    from tuner import baselines, train
+    from tuner.evaluate import format_table, most_popular, with_cold_users
+
+    split = train.prepare_split(cfg)  # loaded and split exactly as `tuner train` does
+    found = baselines.baselines_for(cfg, split, log=train.log_stderr)
+    ev = cfg.evaluation
+    for part in ("val", "test"):
+        popular = with_cold_users(lambda s, part=part: most_popular(s, part, ev.ks, ev.memory_mb), split, part)
+        if popular:
+            print(f"{part}:\n" + format_table({"MostPopular": popular, **baselines.columns(found, part)}))
+    print("\n".join(baselines.describe(found)))
     return 0
 
 
 def cmd_recommend(args) -> int:
+    from tuner import paths
+    from tuner.errors import ConfigError
+
+    if args.k < 1:
+        raise ConfigError(f"-k: how many items to recommend must be >= 1 (got {args.k})")
+    model_dir = paths.saved_model_dir(args.model, "--model")  # before TensorFlow loads
     from tuner.export import recommend
 
     history = [h for h in args.history.split(",") if h] if args.history else None
-    for rank, (item, title, score) in enumerate(recommend(args.model, args.user, args.k, history), 1):
+    rows, note = recommend(model_dir, args.user, args.k, history)
+    if note:  # a cold user is served, not refused; stderr keeps stdout one row per item
+        print(f"tuner: {note}", file=sys.stderr)
+    if len(rows) < args.k:  # the export keeps a fixed top list (tuner.export.export_model's k)
+        print(f"tuner: -k {args.k}: the model serves its top {len(rows)} items only; all are listed", file=sys.stderr)
+    for rank, (item, title, score) in enumerate(rows, 1):
         label = f"{item}  {title}" if title != item else item
         print(f"{rank:>3}  {score:8.4f}  {label}")
     return 0
 
 
-TRIAL_FN = "tuner.hypermodel:trial_fn"
-
-
-def _store(args):
+ARTIFACTS_HELP = "folder for Hyperband checkpoints, shared by all workers (default: beside a SQLite store)"
+def _store(args, read_only: bool = False):
+    """The store of --storage; `read_only` commands never create one or change a database."""
     from tuner.store import open_store
 
-    return open_store(args.storage)
+    return open_store(args.storage, read_only=read_only)
 
 
 def cmd_search(args) -> int:
     import threading
-    from pathlib import Path
 
+    from tuner import memory
     from tuner.search import create_or_resume_study, start_local_workers
     from tuner.space import load_space
+    from tuner.store import check_study_name, get_study
 
     space = load_space(args.space)
-    s = space.search
-    name = args.study or s.study
-    workers = args.workers or s.workers
-    max_trials = args.max_trials or s.max_trials
+    memory.check_space(space)  # the largest searched sizes, before a study is created
+    s = _search_settings(args, space)  # before the store opens: a refused flag changes nothing
+    name, workers = args.study or s.study, s.workers
+    check_study_name(name, "--study" if args.study else f"{space.source}: search.study (default: the file's name)")
     store = _store(args)
-    study = create_or_resume_study(
-        store, name, Path(space.source).read_text(), space.hyperparameters(), oracle=s.oracle,
-        objective=s.objective, direction=s.direction, max_trials=max_trials, seed=s.seed, retries=s.retries,
-        max_epochs=s.max_epochs if s.oracle == "hyperband" else None, factor=s.factor)
-    from tuner.store import api
-
-    counts = api.get_study(store, study.name).counts
+    study = create_or_resume_study(store, name, space, search=s, budget="set" if args.max_trials else "extend")
+    s = s.replace("the study's budget", max_trials=study.settings.get("max_trials"))  # an extended one stays
+    counts = get_study(store, study.name).counts
     state = f"resuming, {counts.get('COMPLETED', 0)} trials completed" if counts else "new"
-    print(f"study '{name}' in {store.url}: {state}; "
-          f"{s.oracle} oracle, {max_trials} trials, objective {s.objective} ({s.direction}), {workers} worker(s)",
-          flush=True)
+    trials = f"{s.max_trials} trials" if s.max_trials else "trials until the oracle stops"
+    print(f"study '{name}' in {store.url}: {state}; {s.oracle} oracle, {trials}, "
+          f"objective {s.objective} ({s.direction}), {workers} worker(s)", flush=True)
     stop = threading.Event()
-    monitor = threading.Thread(target=_watch, args=(store, name, max_trials, workers, stop), daemon=True)
+    monitor = threading.Thread(target=_watch, args=(store, name, s.max_trials, workers, stop), daemon=True)
     monitor.start()
     try:
-        codes = start_local_workers(workers, store.raw_url, name, TRIAL_FN)
+        if args.ray or s.engine == "ray":  # only then is Ray imported
+            from tuner.search.ray import run_ray_workers
+
+            codes = run_ray_workers(args.ray or "auto", store.raw_url, name, workers,
+                                    cpus_per_worker=args.cpus_per_worker)
+        else:
+            codes = start_local_workers(workers, store.raw_url, name, artifacts=args.artifacts)
     finally:
         stop.set()
         monitor.join(timeout=10)
-    print(_progress_line(store, name, max_trials, workers, 0.0, final=True).replace(f"[{name}]", f"study '{name}' finished:"),
+    print(_progress_line(store, name, s.max_trials, workers, 0.0, final=True).replace(f"[{name}]", f"study '{name}' finished:"),
           flush=True)
     print(f"next: tuner report --study {name}   |   tuner best --study {name} --out best.yaml", flush=True)
     return 0 if all(code == 0 for code in codes) else 1
 
 
-def _progress_line(store, study: str, max_trials: int, workers: int, elapsed: float, final: bool = False) -> str:
-    """Trials done/running/failed, the best so far with its values, elapsed time and an estimate of what is left."""
-    from tuner.store import api
+def _search_settings(args, space):
+    """The space's search settings with each flag checked as its key in a space is; local workers bounded."""
+    from tuner.errors import ConfigError
+    from tuner.search.local import check_local_workers
 
-    trials = api.list_trials(store, study)
+    s = space.search
+    for flag, key in (("--max-trials", "max_trials"), ("--workers", "workers")):
+        if getattr(args, key) is not None:
+            s = s.replace(flag, **{key: getattr(args, key)})
+    if not 0 < args.cpus_per_worker < float("inf"):  # also nan
+        raise ConfigError(f"--cpus-per-worker: must be a finite number of CPUs > 0 (got {args.cpus_per_worker})")
+    if not (args.ray or s.engine == "ray"):  # a Ray cluster places actors by its own resources
+        check_local_workers(s.workers, "--workers" if args.workers is not None else f"{space.source}: search.workers")
+    return s
+
+
+def _progress_line(store, study: str, max_trials: int | None, workers: int, elapsed: float,
+                   final: bool = False) -> str:
+    """Trials done/running/failed, the best so far with its values, elapsed time and an estimate of what is left."""
+    from tuner.search.trial import short_values
+    from tuner.store import best_trial, list_trials
+
+    trials = list_trials(store, study)
     count = lambda status: sum(t.status == status for t in trials)  # noqa: E731
-    done, failed, running = count("COMPLETED"), count("FAILED"), count("RUNNING")
-    line = f"[{study}] {done}/{max_trials} done, {running} running, {failed} failed"
-    best = api.best_trial(store, study)
+    done, failed, running, pruned = count("COMPLETED"), count("FAILED"), count("RUNNING"), count("PRUNED")
+    line = f"[{study}] {done + pruned}/{max_trials or '?'} done, {running} running, {failed} failed" + \
+        (f", {pruned} pruned" if pruned else "")
+    best = best_trial(store, study)
     if best is not None:
-        line += f" | best {best.objective:.4f} (trial {best.number}: {_short_values(best.params)})"
+        line += f" | best {best.objective:.4f} (trial {best.number}: {short_values(best.params)})"
     if not final:
         durations = [t.duration for t in trials if t.duration]
-        left = max(0, max_trials - done - failed)
+        left = max(0, (max_trials or 0) - done - pruned - failed)
         line += f" | {_duration(elapsed)} elapsed"
         if durations and left:
             line += f", ~{_duration(left * sum(durations) / len(durations) / max(workers, 1))} left"
     return line
 
 
-def _watch(store, study: str, max_trials: int, workers: int, stop) -> None:
+def _watch(store, study: str, max_trials: int | None, workers: int, stop) -> None:
     import time
 
     started, last = time.monotonic(), None
@@ -111,12 +168,6 @@ def _watch(store, study: str, max_trials: int, workers: int, stop) -> None:
             last = key
 
 
-def _short_values(params: dict, limit: int = 160) -> str:
-    shown = {k.rsplit(".", 1)[-1]: v for k, v in params.items() if not k.startswith("tuner/")}
-    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -124,52 +175,65 @@ def _duration(seconds: float) -> str:
 
 def cmd_worker(args) -> int:
     from tuner.search import run_worker
+    from tuner.store import check_worker_id, get_study
 
-    run_worker(args.storage, args.study, TRIAL_FN, worker_id=args.worker_id)
+    if args.worker_id is not None:
+        check_worker_id(args.worker_id, "--worker-id")
+    with _store(args, read_only=True) as store:  # a worker never creates a store its study cannot be in
+        get_study(store, args.study)
+    run_worker(args.storage, args.study, worker_id=args.worker_id, artifacts=args.artifacts)
     return 0
 
 
 def cmd_status(args) -> int:
     import json
 
-    from tuner.store import api
+    from tuner.report.references import read_references, summary_line
+    from tuner.search.trial import short_values
+    from tuner.store import best_trial, get_study, list_trials
 
-    store = _store(args)
-    study = args.study or _latest_study(store)
-    trials = api.list_trials(store, study)
-    best = api.best_trial(store, study)
+    store = _store(args, read_only=True)
+    study = args.study if args.study is not None else _latest_study(store)
+    trials = list_trials(store, study)
+    best = best_trial(store, study)
     if args.json:
         rows = [{"number": t.number, "status": t.status, "params": t.params, "objective": t.objective,
                  "duration_s": t.duration, "worker": t.worker, "error": t.error,
                  "best": best is not None and t.id == best.id} for t in trials]
         print(json.dumps({"study": study, "trials": rows}, indent=2, default=str))
         return 0
-    s = api.get_study(store, study)
-    print(f"study '{study}': objective {s.objective} ({s.direction}), {s.oracle} oracle, {len(trials)} trials")
+    s = get_study(store, study)
+    budget, pruning = s.settings.get("max_trials"), (s.settings.get("early_terminate") or {}).get("type")
+    print(f"study '{study}': objective {s.objective} ({s.direction}), {s.oracle} oracle"
+          f"{f', early_terminate {pruning}' if pruning else ''}, {len({t.kt_trial_id for t in trials})}/{budget or '?'} trials")
     print(f"  {'#':>4}  {'status':<11} {'objective':>9}  {'time':>7}  {'worker':<10} parameters")
     for t in trials:
         mark = "*" if best is not None and t.id == best.id else " "
         objective = f"{t.objective:.4f}" if t.objective is not None else "-"
         duration = _duration(t.duration) if t.duration else "-"
-        detail = _short_values(t.params) + (f"  [{t.error}]" if t.error else "")
+        detail = short_values(t.params) + (f"  [{t.error}]" if t.error else "")
         print(f"{mark} {t.number:>4}  {t.status:<11} {objective:>9}  {duration:>7}  {(t.worker or '-'):<10} {detail}")
+    baselines = summary_line(read_references(store, study, trials, best), s.objective, best and best.objective,
+                             s.direction == "min")
+    if baselines is not None:
+        print(f"  {baselines}")
     return 0
 
 
 def _latest_study(store) -> str:
-    from tuner.store import StoreError, api
+    from tuner.store import StoreError, list_studies
 
-    studies = api.list_studies(store)
+    studies = list_studies(store)
     if not studies:
         raise StoreError(f"{store.url}: no studies yet (start one with tuner search --space temp)")
     return studies[-1].name
 
 
 def cmd_studies(args) -> int:
-    from tuner.store import api
+    from tuner.store import list_studies
 
-    store = _store(args)
-    studies = api.list_studies(store)
+    store = _store(args, read_only=True)
+    studies = list_studies(store)
     if not studies:
         print(f"no studies in {store.url}")
     for s in studies:
@@ -180,19 +244,24 @@ def cmd_studies(args) -> int:
 
 def cmd_best(args) -> int:
     from tuner import config
+    from tuner.search.trial import short_values
     from tuner.space import load_space_text
-    from tuner.store import StoreError, api
+    from tuner.store import StoreError, best_trial, get_study
 
-    store = _store(args)
-    study = api.get_study(store, args.study)
-    best = api.best_trial(store, args.study)
+    from tuner import paths
+
+    if args.out is not None:
+        paths.writable_file(args.out, "--out")  # before the store is read
+    store = _store(args, read_only=True)
+    study = get_study(store, args.study)
+    best = best_trial(store, args.study)
     if best is None:
         raise StoreError(f"{store.url}: study '{args.study}' has no completed trial yet")
     space = load_space_text(study.space, study.name)
     cfg = config.from_dict(space.config_dict_for(best.params), f"study '{study.name}' trial {best.number}")
     header = (f"Best config of study '{study.name}' ({store.url}): trial {best.number}, "
               f"{study.objective} = {best.objective:.6g} ({study.direction}).\n"
-              f"Searched values: {_short_values(space.searched_values(best.params), limit=10_000)}\n"
+              f"Searched values: {short_values(space.searched_values(best.params), limit=10_000)}\n"
               f"Reproduce with: tuner train --config {args.out or 'best.yaml'}")
     text = config.dump(cfg, args.out, header=header)
     if args.out:
@@ -203,9 +272,11 @@ def cmd_best(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from tuner.report import write_report
+    from tuner import paths
+    from tuner.report import default_path, write_report
 
-    result = write_report(_store(args), args.study, args.out)
+    out = paths.writable_file(args.out if args.out is not None else str(default_path(args.study)), "--out")
+    result = write_report(_store(args, read_only=True), args.study, out)
     print(result.path)
     print(f"parameter importance over {result.trials} trials:")
     for line in result.importance_lines():
@@ -222,8 +293,13 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's refusals (`--workers two`) in the one-line form of every other
+        self.exit(2, f"tuner: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tuner", description="Hyperparameter search for TensorFlow "
+    parser = _Parser(prog="tuner", description="Hyperparameter search for TensorFlow "
                                      "Recommenders two-tower retrieval models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -231,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="training config YAML")
     p.add_argument("--out", help="output directory (default runs/<config hash>)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("baselines", help="MostPopular, EASE and ALS on a config's split, without training a model")
+    p.add_argument("--config", required=True, help="training config YAML (its dataset, split and evaluation)")
+    p.set_defaults(func=cmd_baselines)
 
     p = sub.add_parser("recommend", help="top-K items for a user from an exported model")
     p.add_argument("--model", required=True, help="the model directory written by `tuner train` (DIR/model)")
@@ -244,15 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
                                            "else sqlite:///tuner.db)")
 
     p = sub.add_parser("search", parents=[storage], help="run a hyperparameter search (creates or resumes a study)")
-    p.add_argument("--space", required=True, help="search-space YAML, or a built-in name: temp, negatives, full")
+    p.add_argument("--space", required=True, help="search-space YAML, or a built-in name (temp, negatives, full, custom_towers)")
     p.add_argument("--study", help="study name (default: the space's search.study, else its file name)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: the space's search.workers)")
-    p.add_argument("--max-trials", type=int, help="trials in the study, across all workers and restarts")
+    p.add_argument("--workers", type=int,
+                   help="worker processes, or Ray actors with --ray (default: the space's search.workers); at most "
+                        "one per GPU, or per CPU core without GPUs, unless env TUNER_MAX_WORKERS sets another limit")
+    p.add_argument("--max-trials", type=int, help="trials in the study, across all workers and restarts (>= 1)")
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run the workers as actors on a Ray cluster: 'auto' (this machine's cluster, the default) "
+                        "or host:port; needs pip install 'tuner[ray]'")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="with --ray on a cluster without GPUs: CPUs each worker reserves (default 1)")
+    p.add_argument("--artifacts", metavar="DIR", help=ARTIFACTS_HELP)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("worker", parents=[storage], help="join a study's search from this machine")
     p.add_argument("--study", required=True)
-    p.add_argument("--worker-id", help="name shown in status and reports (default host-pid)")
+    p.add_argument("--worker-id", help="name shown in status and reports (default host-pid; 1 to 200 printable "
+                                       "characters)")
+    p.add_argument("--artifacts", metavar="DIR", help=ARTIFACTS_HELP)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("status", parents=[storage], help="trials of a study, best marked with *")
@@ -270,12 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", parents=[storage], help="HiPlot HTML report of a study")
     p.add_argument("--study", required=True)
-    p.add_argument("--out", help="HTML file (default reports/<study>.html)")
+    p.add_argument("--out", help="HTML file (default reports/<study>.html; names with other characters than "
+                                 "a-z 0-9 . _ - get a slug and a hash)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("dashboard", parents=[storage], help="serve a study's report on localhost, refreshed live")
     p.add_argument("--study", required=True)
-    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free port)")
     p.set_defaults(func=cmd_dashboard)
     return parser
 
@@ -285,13 +376,23 @@ def main(argv: list[str] | None = None) -> int:
     any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "study", None) is not None:  # one rule for every command's --study
+            from tuner.store import check_study_name
+
+            check_study_name(args.study, "--study")
         return args.func(args)
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return 130
     except TunerError as exc:
-        print(f"tuner: error: {exc}", file=sys.stderr)
+        print(f"tuner: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+
+
+def _one_line(message: str, limit: int = 2000) -> str:
+    """The promise of every TunerError, kept even where a message quotes a user's text whole."""
+    message = " ".join(message.splitlines())
+    return message if len(message) <= limit else f"{message[:limit // 2]} … {message[-limit // 2:]}"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,15 +21,21 @@ from typing import Any
 
 import yaml
 
+from tuner import params, safe_yaml, usercode
 from tuner.errors import ConfigError
+from tuner.safe_yaml import quote
 
 DATASETS = ("movielens-100k", "grouplens", "files", "synthetic")
 SPLITS = ("random", "temporal", "leave_last_out")
 POOLINGS = ("mean", "max", "attention", "gru")
 STRATEGIES = ("in_batch", "mns", "cbns")
+CBNS_GRADIENTS = ("balanced", "paper")
 LOGQ = ("none", "counts", "streaming")
 OPTIMIZERS = ("adagrad", "adam", "sgd", "rmsprop")
 METRICS = ("hit_rate", "recall", "ndcg")
+INT_RANGE = (-(2**31), 2**31 - 1)  # sizes, counts and steps become int32 shapes and counters
+SEED_RANGE = (0, 2**32 - 1)  # what NumPy and TensorFlow accept as a seed
+FLOAT_MAX = sys.float_info.max  # finite floats only: inf or NaN in a rate or bound is a typo
 
 
 @dataclass
@@ -65,7 +72,11 @@ class ModelConfig:
     query_layers: list[int] = field(default_factory=list)  # hidden sizes of the query MLP
     candidate_layers: list[int] = field(default_factory=list)
     dropout: float = 0.0
+    l2: float = 0.0  # λ·Σw² of every embedding table and tower kernel, added to the mean loss per query
     normalize: bool = False  # L2-normalise both towers' outputs
+    id_dropout: float = 0.0  # share of training ids replaced by the trained out-of-vocabulary row
+    towers: str | None = None  # "package.module:function" or "file.py:function": the user's towers (tuner.model.custom)
+    params: dict[str, Any] = field(default_factory=dict)  # handed to model.towers; leaves searchable as model.params.<key>
 
 
 @dataclass
@@ -75,7 +86,7 @@ class RetrievalConfig:
     estimator_buckets: int = 1 << 20  # streaming estimator hash size (arrays A and B)
     estimator_alpha: float = 0.01  # streaming estimator learning rate
     hard_negatives: int = 0  # keep only the N highest-scoring negatives per query; 0 = all
-    remove_accidental_hits: bool = False
+    remove_accidental_hits: bool = True  # mask every sampled column (in-batch, MNS, CBNS) holding the positive
 
 
 @dataclass
@@ -84,6 +95,7 @@ class NegativesConfig:
     mns_batch_size: int = 256  # B': corpus-uniform negatives added to every batch (mns)
     cbns_memory_size: int = 4096  # M: FIFO bank of recent candidate embeddings (cbns)
     cbns_warmup_steps: int = 200  # in-batch only for this many steps before the bank is used
+    cbns_gradient: str = "balanced"  # balanced: item tower from the in-batch softmax only; paper: one softmax
 
 
 @dataclass
@@ -94,6 +106,7 @@ class TrainingConfig:
     epochs: int = 10
     use_weights: bool = False  # weight each interaction's loss by its weight column (e.g. rating)
     early_stopping_patience: int = 0  # epochs without val improvement before stopping; 0 = off
+    weight_decay: float = 0.0  # decoupled: each step every weight shrinks by learning_rate·weight_decay
 
 
 @dataclass
@@ -102,6 +115,12 @@ class EvaluationConfig:
     monitor: str = "recall@10"  # the val metric printed each epoch and used for early stopping
     every_epoch: bool = True  # evaluate val after each epoch (learning curves, early stopping)
     memory_mb: int = 512  # bound on the score matrix of one evaluation chunk
+    # per-epoch val (monitor, early stopping, pruning) on a seeded sample of this many val users;
+    # null: all of them up to DEFAULT_VAL_USERS, else a sample of that many. Final metrics use all.
+    val_users: int | None = None
+
+
+DEFAULT_VAL_USERS = 5000
 
 
 @dataclass
@@ -131,31 +150,37 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _type_name(tp) -> str:
+def type_name(tp) -> str:
+    """An annotation as errors name it: 'int', 'list of int', 'str or null'."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
+        return f"list of {type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) is dict:
+        return "mapping"
     return "null" if tp is type(None) else tp.__name__
 
 
-def _coerce(value, tp, where: str):
+def coerce(value, tp, where: str):
     """Checks `value` against the annotation `tp`; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:
-                return _coerce(value, arg, where)
+                return coerce(value, arg, where)
             except ConfigError:
                 pass
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {type_name(tp)}, got {quote(value)}")
     if tp is type(None):
         if value is None:
             return None
     elif origin is list:
         if isinstance(value, list):
             (item_tp,) = typing.get_args(tp)
-            return [_coerce(v, item_tp, where) for v in value]
+            return [coerce(v, item_tp, where) for v in value]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return params.plain(value, where)
     elif tp is bool:
         if isinstance(value, bool):
             return value
@@ -166,119 +191,165 @@ def _coerce(value, tp, where: str):
             return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not (-FLOAT_MAX <= value <= FLOAT_MAX):  # also NaN; a float() of a huge int would overflow
+                raise ConfigError(f"{where}: expected a finite number, got {quote(value)}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {type_name(tp)}, got {quote(value)}")
 
 
-def _build(cls, data, source: str, prefix: str):
+def build(cls, data, source: str, prefix: str):
+    """The dataclass `cls` from a mapping; unknown keys and wrong types are one-line errors."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: expected a mapping, got {quote(data)}")
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"{source}: unknown key '{path}' (allowed: {', '.join(names)})")
+            raise ConfigError(f"{source}: unknown key {quote(path)} (allowed: {', '.join(names)})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, source, f"{path}.")
+            kwargs[key] = build(tp, value, source, f"{path}.")
         else:
-            kwargs[key] = _coerce(value, tp, f"{source}: {path}")
+            kwargs[key] = coerce(value, tp, f"{source}: {path}")
+            _check_int_range(kwargs[key], source, path)
     return cls(**kwargs)
 
 
-def _require(ok: bool, source: str, key: str, message: str):
+def _check_int_range(value, source: str, path: str) -> None:
+    """Integers (alone or in a list) must fit the int32 shapes and counters they become; a
+    `seed` must be a NumPy / TensorFlow seed."""
+    seed = path.rpartition(".")[2] == "seed"
+    low, high = SEED_RANGE if seed else INT_RANGE
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, int) and not isinstance(v, bool) and not low <= v <= high:
+            allowed = f"{low} to {high}" if seed else f"at most {high}" if v > high else f"at least {low}"
+            raise ConfigError(f"{source}: {path}: {quote(v)} is out of range (allowed: {allowed})")
+
+
+def require(ok: bool, source: str, key: str, message: str):
+    """Raises the one-line ConfigError `source: key: message` unless `ok`."""
     if not ok:
         raise ConfigError(f"{source}: {key}: {message}")
 
 
-def _one_of(value, allowed, source, key):
-    _require(value in allowed, source, key, f"{value!r} is not one of {', '.join(allowed)}")
+def one_of(value, allowed, source, key):
+    """Raises a one-line ConfigError listing `allowed` unless `value` is one of them."""
+    require(value in allowed, source, key, f"{quote(value)} is not one of {', '.join(allowed)}")
 
 
 def validate(cfg: Config, source: str = "config") -> Config:
     """Range and consistency checks that types alone do not catch."""
     d, s, m, r, n, t, e = (cfg.dataset, cfg.split, cfg.model, cfg.retrieval, cfg.negatives,
                            cfg.training, cfg.evaluation)
-    _one_of(d.name, DATASETS, source, "dataset.name")
+    one_of(d.name, DATASETS, source, "dataset.name")
     if d.name == "grouplens":
-        _require(d.path is not None, source, "dataset.path", "required for dataset.name grouplens (a folder with u.data, u.item, u.user)")
+        require(d.path is not None, source, "dataset.path", "required for dataset.name grouplens (a folder with u.data, u.item, u.user)")
     if d.name == "files":
-        _require(d.interactions is not None, source, "dataset.interactions", "required for dataset.name files (CSV, TSV or Parquet)")
+        require(d.interactions is not None, source, "dataset.interactions", "required for dataset.name files (CSV, TSV or Parquet)")
     for key in ("path", "interactions", "user_features", "item_features"):
         value = getattr(d, key)
         if value is not None and d.name in ("grouplens", "files"):
-            _require(Path(value).exists(), source, f"dataset.{key}", f"file not found: {value}")
+            require(_exists(value), source, f"dataset.{key}", f"file not found: {_shown(value)}")
     if d.name == "synthetic":
         for key in ("num_users", "num_items", "num_interactions", "num_clusters"):
-            _require(getattr(d, key) >= 1, source, f"dataset.{key}", "must be >= 1")
-        _require(d.popularity_exponent >= 0, source, "dataset.popularity_exponent", "must be >= 0")
-    _one_of(s.method, SPLITS, source, "split.method")
+            require(getattr(d, key) >= 1, source, f"dataset.{key}", "must be >= 1")
+        require(d.popularity_exponent >= 0, source, "dataset.popularity_exponent", "must be >= 0")
+    one_of(s.method, SPLITS, source, "split.method")
     for key in ("val_fraction", "test_fraction"):
-        _require(0 <= getattr(s, key) < 1, source, f"split.{key}", "must be in [0, 1)")
-    _require(s.val_fraction + s.test_fraction < 1, source, "split", "val_fraction + test_fraction must be < 1")
-    _require(m.embedding_dim >= 1, source, "model.embedding_dim", "must be >= 1")
-    _require(m.history_length >= 0, source, "model.history_length", "must be >= 0")
-    _one_of(m.history_pooling, POOLINGS, source, "model.history_pooling")
-    _require(not m.share_item_embedding or m.history_length > 0, source, "model.share_item_embedding",
+        require(0 <= getattr(s, key) < 1, source, f"split.{key}", "must be in [0, 1)")
+    require(s.val_fraction + s.test_fraction < 1, source, "split", "val_fraction + test_fraction must be < 1")
+    require(m.embedding_dim >= 1, source, "model.embedding_dim", "must be >= 1")
+    require(m.history_length >= 0, source, "model.history_length", "must be >= 0")
+    one_of(m.history_pooling, POOLINGS, source, "model.history_pooling")
+    require(not m.share_item_embedding or m.history_length > 0, source, "model.share_item_embedding",
              "needs model.history_length > 0 (it shares the history's item embedding with the candidate tower)")
     for key in ("query_layers", "candidate_layers"):
-        _require(all(x >= 1 for x in getattr(m, key)), source, f"model.{key}", "layer sizes must be >= 1")
-    _require(0 <= m.dropout < 1, source, "model.dropout", "must be in [0, 1)")
-    _require(r.temperature > 0 and math.isfinite(r.temperature), source, "retrieval.temperature", "must be > 0")
-    _one_of(r.logq, LOGQ, source, "retrieval.logq")
-    _require(r.estimator_buckets >= 1, source, "retrieval.estimator_buckets", "must be >= 1")
-    _require(0 < r.estimator_alpha <= 1, source, "retrieval.estimator_alpha", "must be in (0, 1]")
-    _require(r.hard_negatives >= 0, source, "retrieval.hard_negatives", "must be >= 0 (0 = use all negatives)")
-    _one_of(n.strategy, STRATEGIES, source, "negatives.strategy")
-    _require(n.mns_batch_size >= 1, source, "negatives.mns_batch_size", "must be >= 1")
-    _require(n.cbns_warmup_steps >= 0, source, "negatives.cbns_warmup_steps", "must be >= 0")
+        require(all(x >= 1 for x in getattr(m, key)), source, f"model.{key}", "layer sizes must be >= 1")
+    require(0 <= m.dropout < 1, source, "model.dropout", "must be in [0, 1)")
+    require(m.l2 >= 0, source, "model.l2", "must be >= 0 (0 = off)")
+    require(0 <= m.id_dropout < 1, source, "model.id_dropout", "must be in [0, 1)")
+    if m.towers is not None:  # format only: the module is imported when the model is built
+        usercode.parse(m.towers, f"{source}: model.towers")
+        for key in ("history_pooling", "query_layers", "candidate_layers", "dropout"):
+            default = getattr(ModelConfig(), key)
+            require(getattr(m, key) == default, source, f"model.{key}", f"a setting of the built-in towers, "
+                    f"unused with model.towers: leave it at {default!r} (the towers function reads model.params)")
+    require(m.towers is not None or not m.params, source, "model.params",
+            "read only by the function in model.towers (set model.towers, or remove model.params)")
+    require(r.temperature > 0 and math.isfinite(r.temperature), source, "retrieval.temperature", "must be > 0")
+    one_of(r.logq, LOGQ, source, "retrieval.logq")
+    require(r.estimator_buckets >= 1, source, "retrieval.estimator_buckets", "must be >= 1")
+    require(0 < r.estimator_alpha <= 1, source, "retrieval.estimator_alpha", "must be in (0, 1]")
+    require(r.hard_negatives >= 0, source, "retrieval.hard_negatives", "must be >= 0 (0 = use all negatives)")
+    one_of(n.strategy, STRATEGIES, source, "negatives.strategy")
+    require(n.mns_batch_size >= 1, source, "negatives.mns_batch_size", "must be >= 1")
+    require(n.cbns_warmup_steps >= 0, source, "negatives.cbns_warmup_steps", "must be >= 0")
+    one_of(n.cbns_gradient, CBNS_GRADIENTS, source, "negatives.cbns_gradient")
     if n.strategy == "cbns":
-        _require(n.cbns_memory_size >= t.batch_size, source, "negatives.cbns_memory_size",
+        require(n.cbns_memory_size >= t.batch_size, source, "negatives.cbns_memory_size",
                  f"{n.cbns_memory_size} is smaller than training.batch_size {t.batch_size}; the bank must hold at least one batch")
-    _one_of(t.optimizer, OPTIMIZERS, source, "training.optimizer")
-    _require(t.learning_rate > 0, source, "training.learning_rate", "must be > 0")
-    _require(t.batch_size >= 2, source, "training.batch_size", "must be >= 2")
-    _require(t.epochs >= 1, source, "training.epochs", "must be >= 1")
-    _require(t.early_stopping_patience >= 0, source, "training.early_stopping_patience", "must be >= 0 (0 = off)")
+    one_of(t.optimizer, OPTIMIZERS, source, "training.optimizer")
+    require(t.learning_rate > 0, source, "training.learning_rate", "must be > 0")
+    require(t.batch_size >= 2, source, "training.batch_size", "must be >= 2")
+    require(t.epochs >= 1, source, "training.epochs", "must be >= 1")
+    require(t.early_stopping_patience >= 0, source, "training.early_stopping_patience", "must be >= 0 (0 = off)")
+    require(t.weight_decay >= 0, source, "training.weight_decay", "must be >= 0 (0 = off)")
+    require(t.learning_rate * t.weight_decay < 1, source, "training.weight_decay",
+            f"learning_rate × weight_decay = {t.learning_rate * t.weight_decay:g} must be < 1 "
+            "(each step multiplies every weight by 1 − learning_rate·weight_decay)")
     if t.early_stopping_patience:
-        _require(s.val_fraction > 0 or s.method == "leave_last_out", source, "training.early_stopping_patience",
+        require(s.val_fraction > 0 or s.method == "leave_last_out", source, "training.early_stopping_patience",
                  "needs a validation split (split.val_fraction > 0)")
-    _require(len(e.ks) >= 1 and all(k >= 1 for k in e.ks), source, "evaluation.ks", "a non-empty list of integers >= 1")
+    require(len(e.ks) >= 1 and all(k >= 1 for k in e.ks), source, "evaluation.ks", "a non-empty list of integers >= 1")
     metric, _, k = e.monitor.partition("@")
-    _require(metric in METRICS and k.isdigit() and int(k) in e.ks, source, "evaluation.monitor",
+    require(metric in METRICS and k.isdigit() and int(k) in e.ks, source, "evaluation.monitor",
              f"{e.monitor!r} is not one of {', '.join(f'{x}@{k}' for x in METRICS for k in e.ks)}")
-    _require(e.memory_mb >= 1, source, "evaluation.memory_mb", "must be >= 1")
+    require(e.memory_mb >= 1, source, "evaluation.memory_mb", "must be >= 1")
+    require(e.val_users is None or e.val_users >= 1, source, "evaluation.val_users",
+            f"must be an integer >= 1, or null for the default (all val users up to {DEFAULT_VAL_USERS:,}, "
+            f"else a seeded sample of {DEFAULT_VAL_USERS:,})")
     return cfg
 
 
 def from_dict(data: dict, source: str = "config") -> Config:
-    return validate(_build(Config, data, source, ""), source)
+    return validate(build(Config, data, source, ""), source)
 
 
 def read_yaml(path: str | Path) -> Any:
-    """`yaml.safe_load` of a file, with a one-line error for a missing or unparsable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
+    """The YAML document in a config or space file, parsed within bounds (see `tuner.safe_yaml`):
+    a missing, binary, oversized, expanding or duplicate-key file is a one-line ConfigError."""
+    return safe_yaml.read(path)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """`read_yaml` for text already in memory (a study's stored space); `source` names it in errors."""
+    return safe_yaml.parse(text, source)
+
+
+def _shown(text: str) -> str:
+    """A path as the user wrote it, unless it holds control characters or is too long to print."""
+    return text if text.isprintable() and len(text) <= safe_yaml.QUOTE_LIMIT else quote(text)
+
+
+def _exists(path: str) -> bool:
     try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        return Path(path).exists()
+    except (OSError, ValueError):  # a NUL byte, or a name longer than the file system allows
+        return False
 
 
 def load(path: str | Path) -> Config:
     data = read_yaml(path)
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    data = usercode.anchor_config(data, path)  # a towers file is relative to this config file
     return from_dict(data or {}, str(path))
 
 
@@ -294,17 +365,22 @@ def dump(cfg: Config, path: str | Path | None = None, header: str = "") -> str:
 # --- dotted paths (the search space names config fields this way) ------------------------
 
 
-def paths() -> dict[str, Any]:
-    """Every leaf path of the schema with its annotation, e.g. {'retrieval.temperature': float}."""
+def paths(base: dict | None = None) -> dict[str, Any]:
+    """Every leaf path of the schema with its annotation, e.g. {'retrieval.temperature': float};
+    given a raw config mapping `base`, also the leaves of its free mapping `model.params`, each
+    typed by its value there ({'model.params.units': int}). A mapping is searched by its leaves."""
     out = {}
     hints = _hints(Config)
     for f in dataclasses.fields(Config):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             for key, sub in _hints(tp).items():
-                out[f"{f.name}.{key}"] = sub
+                if typing.get_origin(sub) is not dict:
+                    out[f"{f.name}.{key}"] = sub
         else:
             out[f.name] = tp
+    model = base.get("model") if isinstance(base, dict) else None
+    out.update(params.leaf_types(model.get("params") if isinstance(model, dict) else None, "model.params"))
     return out
 
 
@@ -320,3 +396,4 @@ def with_values(data: dict, values: dict[str, Any]) -> dict:
             node = node[part]
         node[leaf] = value
     return data
+

@@ -1,133 +1,108 @@
 """Search spaces: a training config plus `parameters:` and `search:`, in W&B sweep syntax.
 
 A space is checked completely when it is loaded, so a typo fails in a second rather than
-after an hour of trials. Keras Tuner's HyperParameters hold only int/float/str scalars (a
-Choice of bools even turns them into 0/1), so list and bool values travel through it as
-strings ("64-32", "none", "true") and are decoded here: the rest of the tool sees only
-decoded values and validated Configs.
+after an hour of trials; its search settings are checked here, once, and study creation
+takes them as one `SearchSettings`. Each parameter's distribution is `tuner.distributions`.
 """
 from __future__ import annotations
 
 import contextlib
-import difflib
+import dataclasses
 import functools
 import itertools
-import math
+import operator
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import yaml
+from tuner import config, usercode
+from tuner.distributions import Param, decode, encode, parse_param, scalar_type
+from tuner.errors import ConfigError
 
-from tuner import config
-from tuner.config import ConfigError
-
-DISTRIBUTIONS = ("categorical", "constant", "uniform", "int_uniform", "q_uniform", "log_uniform_values")
 ORACLES = ("random", "bayesian", "hyperband", "grid")
 DIRECTIONS = ("max", "min")
-_REQUIRED = {"categorical": ("values",), "constant": ("value",), "uniform": ("min", "max"),
-             "int_uniform": ("min", "max"), "log_uniform_values": ("min", "max"), "q_uniform": ("min", "max", "q")}
-_EMPTY_LIST = "none"  # the encoding of [] (e.g. "no hidden layers")
-
-
-@functools.cache
-def _paths() -> dict[str, Any]:
-    return config.paths()
-
-
-def _scalar(tp):
-    """The annotation without its `| None` arm: searched values are never null."""
-    args = [a for a in getattr(tp, "__args__", ()) if a is not type(None)]
-    return args[0] if type(None) in getattr(tp, "__args__", ()) and len(args) == 1 else tp
-
-
-def _is_list(tp) -> bool:
-    return getattr(tp, "__origin__", None) is list
-
-
-def _encode(value):
-    """A decoded config value as the scalar Keras Tuner stores."""
-    if isinstance(value, list):
-        return "-".join(str(v) for v in value) if value else _EMPTY_LIST
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
-
-
-def _decode(value, tp, where: str):
-    """The config value for a Keras Tuner scalar (decoded values pass through unchanged)."""
-    tp = _scalar(tp)
-    if _is_list(tp) and isinstance(value, str):
-        try:
-            value = [] if value == _EMPTY_LIST else [int(v) for v in value.split("-")]
-        except ValueError:
-            raise ConfigError(f"{where}: {value!r} is not an encoded list such as '64-32' or '{_EMPTY_LIST}'") from None
-    elif tp is bool and value in ("true", "false"):
-        value = value == "true"
-    return config._coerce(value, tp, where)
+ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
+# search.early_terminate (W&B sweep syntax): each type's keys and their defaults. `median` follows
+# Optuna's MedianPruner: no decision before `startup_trials` trials completed (its n_startup_trials).
+EARLY_TERMINATE = {"hyperband": {"min_iter": 1, "eta": 3}, "median": {"min_iter": 1, "startup_trials": 5}}
 
 
 @dataclass(frozen=True)
-class Param:
-    """One searched config field; `values`, `min`, `max`, `q` and `parent_values` are config values."""
-
-    path: str
-    distribution: str
-    values: tuple = ()  # categorical choices, or the single constant
-    min: float | None = None
-    max: float | None = None
-    q: float | None = None
-    parent: str | None = None  # active only while this categorical parameter...
-    parent_values: tuple = ()  # ...takes one of these values
-
-    @property
-    def field_type(self):
-        return _paths()[self.path]
-
-    def decode(self, value, where: str):
-        value = _decode(value, self.field_type, where)
-        if self.q is not None and isinstance(value, float):
-            value = float(f"{value:.12g}")  # min + i*q accumulates float noise
-        return value
-
-    def declare(self, hp, default):
-        """Registers this parameter on a keras_tuner.HyperParameters (inside any open scope)."""
-        d, name = self.distribution, self.path
-        if d == "constant":
-            return hp.Fixed(name, _encode(self.values[0]))
-        if d == "categorical":
-            encoded = [_encode(v) for v in self.values]
-            return hp.Choice(name, encoded, default=_encode(default) if _encode(default) in encoded else None)
-        in_range = isinstance(default, (int, float)) and self.min <= default <= self.max
-        if _scalar(self.field_type) is int or d == "int_uniform":
-            step = int(self.q) if d == "q_uniform" else None
-            return hp.Int(name, int(self.min), int(self.max), step=step,
-                          sampling="log" if d == "log_uniform_values" else "linear",
-                          default=int(default) if in_range and float(default).is_integer() else None)
-        return hp.Float(name, self.min, self.max, step=self.q,
-                        sampling="log" if d == "log_uniform_values" else "linear",
-                        default=float(default) if in_range else None)
-
-
-@dataclass
 class SearchSettings:
+    """How a study searches; built and checked by `search_settings` only, then trusted by the study."""
+
     oracle: str = "random"
     objective: str = "val_recall@10"
     direction: str = "max"
-    max_trials: int = 20
+    max_trials: int | None = 20  # None: until the oracle stops by itself (hyperband, grid)
     workers: int = 1
     seed: int = 42  # default: the config's seed
-    max_epochs: int = 10  # hyperband; default: training.epochs
+    max_epochs: int | None = 10  # hyperband; default: training.epochs
     factor: int = 3  # hyperband
     retries: int = 1  # re-queues of a trial whose worker died
     study: str = ""  # default: the file's stem
+    engine: str = "local"  # "ray": `tuner search` places the workers on a Ray cluster, as --ray does
+    early_terminate: dict[str, Any] | None = None  # checked, defaults filled: {"type": "hyperband", "min_iter": 1, "eta": 3}
+
+    def replace(self, source: str, **changes) -> SearchSettings:
+        """These settings with `changes` (command-line overrides named by `source`), checked again."""
+        return search_settings({**dataclasses.asdict(self), **changes}, source)
+
+
+def search_settings(values: dict, source: str, objectives: Sequence[str] | None = None) -> SearchSettings:
+    """Checked search settings from a mapping: a space's `search:` with its defaults filled in, or
+    the settings of a study whose trials are not training configs (`objectives` None: any name)."""
+    s = config.build(SearchSettings, values, source, "search.")
+    config.one_of(s.oracle, ORACLES, source, "search.oracle")
+    config.one_of(s.direction, DIRECTIONS, source, "search.direction")
+    config.one_of(s.engine, ENGINES, source, "search.engine")
+    if objectives is None:
+        config.require(bool(s.objective), source, "search.objective", "must be a metric name")
+    else:
+        config.one_of(s.objective, objectives, source, "search.objective")
+    config.require(s.max_trials is not None or s.oracle in ("hyperband", "grid"), source, "search.max_trials",
+                   f"required for oracle {s.oracle}")
+    for key, low in (("max_trials", 1), ("workers", 1), ("retries", 0), ("factor", 2)):
+        config.require(getattr(s, key) is None or getattr(s, key) >= low, source, f"search.{key}",
+                       f"must be >= {low} (got {getattr(s, key)})")
+    if s.oracle == "hyperband":
+        config.require(s.max_epochs is not None and s.max_epochs >= 1, source, "search.max_epochs",
+                       "must be >= 1 for hyperband")
+    if s.early_terminate is not None:
+        s = dataclasses.replace(s, early_terminate=_early_terminate(s.early_terminate, s.oracle, source))
+    return s
+
+
+def _early_terminate(raw: dict, oracle: str, source: str) -> dict:
+    """`search.early_terminate` with its type's defaults filled in; one-line errors for bad keys."""
+    key = "search.early_terminate"
+    kind = raw.get("type")
+    config.require(kind in EARLY_TERMINATE, source, f"{key}.type",
+                   f"{config.quote(kind)} is not one of {', '.join(EARLY_TERMINATE)}")
+    config.require(not (kind == "hyperband" and oracle == "hyperband"), source, key,
+                   "type hyperband prunes within trials; oracle hyperband already runs brackets of its own: "
+                   "use one of them (or early_terminate type median)")
+    allowed = EARLY_TERMINATE[kind]
+    for name in raw:
+        if name != "type" and name not in allowed:
+            other = next((k for k, keys in EARLY_TERMINATE.items() if name in keys), None)
+            hint = f"only used by type {other}" if other else "unknown key"
+            raise ConfigError(f"{source}: {key}.{name}: {hint} (type {kind} takes: {', '.join(allowed)})")
+    out = {"type": kind, **allowed, **{k: v for k, v in raw.items() if k != "type"}}
+    for name, low in (("min_iter", 1), ("eta", 2), ("startup_trials", 0)):
+        if name in out:
+            value = out[name]
+            config.require(isinstance(value, int) and not isinstance(value, bool) and value >= low, source,
+                           f"{key}.{name}", f"must be an integer >= {low}, got {config.quote(value)}")
+    return out
 
 
 @dataclass
 class Space:
     name: str
-    source: str
+    source: str  # the file (or study) that errors name
+    text: str  # the YAML as written: a study stores it, so workers on other machines need no file
     base: dict  # the training-config part of the file, as written
     parameters: list[Param]  # parents before their conditional children
     search: SearchSettings
@@ -154,11 +129,10 @@ class Space:
         hp = keras_tuner.HyperParameters()
         base = config.from_dict(self.base, self.source).to_dict()
         for p in self.parameters:
-            section, _, key = p.path.rpartition(".")
-            default = base[section][key] if section else base[key]
+            default = functools.reduce(operator.getitem, p.path.split("."), base)  # also model.params.a.b
             with contextlib.ExitStack() as scopes:
                 for parent, values in self._chain(p):
-                    scopes.enter_context(hp.conditional_scope(parent, [_encode(v) for v in values]))
+                    scopes.enter_context(hp.conditional_scope(parent, [encode(v) for v in values]))
                 p.declare(hp, default)
         return hp
 
@@ -172,7 +146,7 @@ class Space:
         active: dict[str, Any] = {}
         for p in self.parameters:
             if p.parent is not None:
-                if p.parent not in active or _encode(active[p.parent]) not in [_encode(v) for v in p.parent_values]:
+                if p.parent not in active or encode(active[p.parent]) not in [encode(v) for v in p.parent_values]:
                     continue
             if p.path not in values:
                 raise ConfigError(f"{where}: no value for the active parameter {p.path!r}")
@@ -197,12 +171,11 @@ class Space:
 # --- loading ---------------------------------------------------------------------------------
 
 
+_BUILTIN = resources.files("tuner") / "spaces"  # the one copy; search_spaces/ links here
+
+
 def builtin_names() -> list[str]:
-    return sorted(Path(f.name).stem for f in _builtin_dir().iterdir() if f.name.endswith(".yaml"))
-
-
-def _builtin_dir():
-    return resources.files("tuner") / "spaces"
+    return sorted(Path(f.name).stem for f in _BUILTIN.iterdir() if f.name.endswith(".yaml"))
 
 
 def load_space(path_or_name: str) -> Space:
@@ -211,22 +184,33 @@ def load_space(path_or_name: str) -> Space:
     if not path.is_file():
         stem = path.name.removesuffix(".yaml")
         if path.name != str(path_or_name) or stem not in builtin_names():
-            raise ConfigError(f"{path_or_name}: no such file, and not a built-in space "
+            kind = ("a directory, not a space file" if path.is_dir() else
+                    "not a regular file" if path.exists() else "no such file")
+            raise ConfigError(f"{path_or_name}: {kind}, and not a built-in space "
                               f"(built-in: {', '.join(builtin_names())})")
-        with resources.as_file(_builtin_dir() / f"{stem}.yaml") as found:
-            return _parse(config.read_yaml(found), found)
-    return _parse(config.read_yaml(path), path)
+        with resources.as_file(_BUILTIN / f"{stem}.yaml") as found:
+            return _parse(*usercode.anchor_file(config.read_yaml(found), found.read_text(), found), found.stem,
+                          str(found))
+    # a relative model.towers file is relative to the space file: anchored, in the text a study stores too
+    return _parse(*usercode.anchor_file(config.read_yaml(path), path.read_text(), path), path.stem, str(path))
 
 
-def _parse(data, path: Path) -> Space:
-    source = str(path)
+def load_space_text(text: str, name: str) -> Space:
+    """A space from YAML text: the copy a study keeps in its store, so a worker joining from
+    another machine needs no file. `name` stands in for the file name in errors."""
+    data = config.parse_yaml(text, f"{name}: the stored space")
+    return _parse(data, text, Path(name).stem, name)
+
+
+def _parse(data, text: str, stem: str, source: str) -> Space:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of config sections plus parameters and search, "
                           f"got {type(data).__name__}")
     sections = [f.name for f in fields(config.Config)]
+    allowed = sections + ["parameters", "search"]
     for key in data:
-        if key not in sections + ["parameters", "search"]:
-            raise ConfigError(f"{source}: unknown key '{key}' (allowed: {', '.join(sections + ['parameters', 'search'])})")
+        if key not in allowed:
+            raise ConfigError(f"{source}: unknown key '{key}' (allowed: {', '.join(allowed)})")
     base = {k: v for k, v in data.items() if k in sections}
     cfg = config.from_dict(base, source)
 
@@ -234,79 +218,12 @@ def _parse(data, path: Path) -> Space:
     if not isinstance(raw_params, dict) or not raw_params:
         raise ConfigError(f"{source}: parameters: a search space needs a mapping of at least one "
                           f"config path to a distribution, e.g. retrieval.temperature: {{values: [0.05, 0.1]}}")
-    params = {path_: _parse_param(path_, spec, source) for path_, spec in raw_params.items()}
+    params = {path_: parse_param(path_, spec, source, base) for path_, spec in raw_params.items()}
     params = _resolve_conditions(params, raw_params, source)
-    search = _parse_search(data.get("search"), cfg, params, path, source)
-    space = Space(path.stem, source, base, params, search)
+    search = _parse_search(data.get("search"), cfg, params, stem, source)
+    space = Space(stem, source, text, base, params, search)
     _check_values(space, source)
     return space
-
-
-def _parse_param(path: str, spec, source: str) -> Param:
-    key = f"parameters.{path}"
-    if path not in _paths():
-        close = difflib.get_close_matches(str(path), _paths(), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(_paths())}"
-        raise ConfigError(f"{source}: {key}: not a config key ({hint})")
-    if path.startswith("evaluation."):
-        raise ConfigError(f"{source}: {key}: evaluation settings cannot be searched "
-                          f"(every trial must be measured the same way)")
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{source}: {key}: expected a mapping such as {{values: [...]}} or "
-                          f"{{distribution: uniform, min: ..., max: ...}}, got {spec!r}")
-    tp = _scalar(_paths()[path])
-    dist = spec.get("distribution")
-    if dist is None:
-        ranged = "min" in spec or "max" in spec
-        dist = ("categorical" if "values" in spec else "constant" if "value" in spec
-                else ("int_uniform" if tp is int else "uniform") if ranged else None)
-        if dist is None:
-            raise ConfigError(f"{source}: {key}: give values: [...], value: x, or a distribution "
-                              f"({', '.join(DISTRIBUTIONS)}) with min and max")
-    if dist not in DISTRIBUTIONS:
-        raise ConfigError(f"{source}: {key}.distribution: {dist!r} is not one of {', '.join(DISTRIBUTIONS)}")
-    allowed = ("distribution", *_REQUIRED[dist], "when")
-    for k in spec:
-        if k not in allowed:
-            raise ConfigError(f"{source}: {key}: unknown key '{k}' for distribution {dist} (allowed: {', '.join(allowed)})")
-    for k in _REQUIRED[dist]:
-        if k not in spec:
-            raise ConfigError(f"{source}: {key}: distribution {dist} needs '{k}'")
-
-    def coerce(value, tp_, where):
-        if value is None:
-            raise ConfigError(f"{where}: null cannot be searched; leave the key out of parameters instead")
-        return config._coerce(value, tp_, where)
-
-    if dist in ("categorical", "constant"):
-        raw = spec["values"] if dist == "categorical" else [spec["value"]]
-        if not isinstance(raw, list) or not raw:
-            raise ConfigError(f"{source}: {key}.values: expected a non-empty list, got {raw!r}")
-        values = tuple(coerce(v, tp, f"{source}: {key}.{'values' if dist == 'categorical' else 'value'}") for v in raw)
-        encoded = [_encode(v) for v in values]
-        if len(set(encoded)) != len(encoded):
-            raise ConfigError(f"{source}: {key}.values: duplicate values in {raw!r}")
-        return Param(path, dist, values)
-
-    if tp not in (int, float):
-        raise ConfigError(f"{source}: {key}: distribution {dist} does not fit a {config._type_name(tp)} field "
-                          f"(use values: [...])")
-    if tp is int and dist == "uniform":
-        raise ConfigError(f"{source}: {key}: {path} is an int field: use int_uniform, q_uniform with integer "
-                          f"min/max/q, log_uniform_values with integer min/max, or values")
-    num = int if tp is int or dist == "int_uniform" else float
-    lo, hi = (coerce(spec[k], num, f"{source}: {key}.{k}") for k in ("min", "max"))
-    if lo >= hi:
-        raise ConfigError(f"{source}: {key}: min {lo} must be < max {hi}")
-    if dist == "log_uniform_values" and lo <= 0:
-        raise ConfigError(f"{source}: {key}: log_uniform_values needs min > 0 (got {lo}); use uniform for ranges touching 0")
-    q = None
-    if dist == "q_uniform":
-        q = coerce(spec["q"], num, f"{source}: {key}.q")
-        if not (q > 0 and math.isfinite(q)):
-            raise ConfigError(f"{source}: {key}.q: must be > 0 (got {q})")
-    return Param(path, dist, min=lo, max=hi, q=q)
-
 
 def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> list[Param]:
     """Applies `when:` and orders the parameters so that every parent precedes its children."""
@@ -316,9 +233,8 @@ def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> lis
         if when is None:
             continue
         key = f"parameters.{path}.when"
-        if not isinstance(when, dict) or len(when) != 1:
-            raise ConfigError(f"{source}: {key}: expected one parameter and its value(s), e.g. "
-                              f"{{negatives.strategy: mns}}, got {when!r}")
+        config.require(isinstance(when, dict) and len(when) == 1, source, key,
+                       f"expected one parameter and its value(s), e.g. {{negatives.strategy: mns}}, got {config.quote(when)}")
         ((parent, allowed),) = when.items()
         if parent not in categorical or parent == path:
             kind = "categorical parameter (values: [...])" if parent in params and parent != path else "parameter"
@@ -328,14 +244,12 @@ def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> lis
         allowed = allowed if isinstance(allowed, list) else [allowed]
         parent_values = []
         for v in allowed:
-            v = config._coerce(v, _scalar(params[parent].field_type), f"{source}: {key}.{parent}")
-            if _encode(v) not in [_encode(c) for c in choices]:
-                raise ConfigError(f"{source}: {key}.{parent}: {v!r} is not one of its values "
-                                  f"({', '.join(repr(c) for c in choices)})")
+            v = config.coerce(v, scalar_type(params[parent].field_type), f"{source}: {key}.{parent}")
+            config.require(encode(v) in [encode(c) for c in choices], source, f"{key}.{parent}",
+                           f"{v!r} is not one of its values ({', '.join(repr(c) for c in choices)})")
             parent_values.append(v)
-        if not parent_values:
-            raise ConfigError(f"{source}: {key}.{parent}: give at least one value")
-        params[path] = Param(p.path, p.distribution, p.values, p.min, p.max, p.q, parent, tuple(parent_values))
+        config.require(bool(parent_values), source, f"{key}.{parent}", "give at least one value")
+        params[path] = dataclasses.replace(p, parent=parent, parent_values=tuple(parent_values))
 
     ordered: dict[str, Param] = {}
 
@@ -353,26 +267,23 @@ def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> lis
     return list(ordered.values())
 
 
-def _parse_search(raw, cfg: config.Config, params: list[Param], path: Path, source: str) -> SearchSettings:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: search: expected a mapping, got {raw!r}")
-    defaults = {"seed": cfg.seed, "max_epochs": cfg.training.epochs, "study": path.stem}
-    s = config._build(SearchSettings, {**defaults, **raw}, source, "search.")
-    config._one_of(s.oracle, ORACLES, source, "search.oracle")
-    config._one_of(s.direction, DIRECTIONS, source, "search.direction")
+def _parse_search(raw, cfg: config.Config, params: list[Param], stem: str, source: str) -> SearchSettings:
+    """The space's `search:`: defaults from its config, objectives among the metrics it evaluates."""
+    raw = {} if raw is None else raw
+    config.require(isinstance(raw, dict), source, "search", f"expected a mapping, got {config.quote(raw)}")
+    defaults = {"seed": cfg.seed, "max_epochs": cfg.training.epochs, "study": stem}
     objectives = [f"val_{m}@{k}" for m in config.METRICS for k in cfg.evaluation.ks]
-    config._one_of(s.objective, objectives, source, "search.objective")
-    for key, low in (("max_trials", 1), ("workers", 1), ("retries", 0), ("max_epochs", 1), ("factor", 2)):
-        config._require(getattr(s, key) >= low, source, f"search.{key}", f"must be >= {low}")
-    config._require(bool(s.study.strip()), source, "search.study", "must be a non-empty name")
+    s = search_settings({**defaults, **raw}, source, objectives)
+    if "study" in raw:  # the default (the file's name) is checked where the study is created
+        from tuner.store.studies import check_study_name  # the one rule for study names
+
+        check_study_name(s.study, f"{source}: search.study")
     if s.oracle != "hyperband":
         for key in ("max_epochs", "factor"):
-            config._require(key not in raw, source, f"search.{key}",
+            config.require(key not in raw, source, f"search.{key}",
                             f"only used by oracle hyperband (oracle is {s.oracle}); training.epochs sets the epochs")
     else:
-        config._require(all(p.path != "training.epochs" for p in params), source, "parameters.training.epochs",
+        config.require(all(p.path != "training.epochs" for p in params), source, "parameters.training.epochs",
                         "hyperband sets the epochs itself (search.max_epochs); remove it from parameters")
     return s
 
@@ -387,17 +298,8 @@ def _check_values(space: Space, source: str) -> None:
         for combo in itertools.product(*(values for _, values in chain)):
             given = dict(zip((name for name, _ in chain), combo))
             for value in candidates:
-                value = _decode(value, p.field_type, f"{source}: parameters.{p.path}")
+                value = decode(value, p.field_type, f"{source}: parameters.{p.path}")
                 cond = "".join(f" (when {k} = {v!r})" for k, v in given.items())
                 config.from_dict(config.with_values(space.base, {**given, p.path: value}),
                                  f"{source}: parameters.{p.path} = {value!r}{cond}")
 
-
-def load_space_text(text: str, name: str) -> Space:
-    """A space from YAML text: the copy a study keeps in its store, so a worker joining from
-    another machine needs no file. `name` stands in for the file name in errors."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{name}: the stored space is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    return _parse(data, Path(name))

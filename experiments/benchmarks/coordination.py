@@ -6,7 +6,7 @@ barrier, so all N run together; throughput covers the span from the first trial'
 the last one's end (store timestamps). Startup is reported apart: the import, and the time
 from the barrier to the first trial (a fresh process's first database round trips). Per-trial
 overhead = span x workers / trials - sleep. PostgreSQL runs on a throwaway local server
-(tuner.store.pgtest).
+(tests/throwaway_postgres.py, the tests' own).
 
     python experiments/benchmarks/coordination.py [--sleep 0.5] [--workers 1 4 8]
 
@@ -58,22 +58,22 @@ def child(args) -> None:
     go = Path(args.dir) / "go"
     while not go.exists():
         time.sleep(0.01)
-    run_worker(args.url, "bench", sleep_trial, f"w{args.index}", log=lambda message: None)
+    run_worker(args.url, "bench", trial_fn=sleep_trial, worker_id=f"w{args.index}", log=lambda message: None)
 
 
 def run_case(url: str, workers: int, trials: int, sleep: float) -> dict:
     import keras_tuner as kt
 
-    from tuner.search import create_or_resume_study
-    from tuner.search.worker import worker_env
+    from tuner.search import create_or_resume_custom_study, worker_env
+    from tuner.space import search_settings
 
     hp = kt.HyperParameters()
     hp.Float("x", 0.0, 1.0)
     hp.Int("units", 8, 512)
     hp.Choice("optimizer", ["adam", "sgd", "adagrad"])
     store = open_store(url)
-    create_or_resume_study(store, "bench", "benchmark: sleep trials\n", hp, oracle="random", objective="score",
-                           direction="max", max_trials=trials, seed=1)
+    settings = {"oracle": "random", "objective": "score", "direction": "max", "max_trials": trials, "seed": 1}
+    create_or_resume_custom_study(store, "bench", "benchmark: sleep trials\n", hp, search_settings(settings, "bench"))
     with tempfile.TemporaryDirectory(prefix="tuner-bench-") as barrier:
         procs = [subprocess.Popen([sys.executable, __file__, "--child", "--url", url, "--dir", barrier,
                                    "--index", str(i)],
@@ -117,15 +117,16 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    from tuner.store import pgtest
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the tests' throwaway server
+    import throwaway_postgres
 
     results: dict[str, list[dict]] = {}
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tuner-bench-")))
         for backend in args.backends:
-            admin = stack.enter_context(pgtest.temporary_server()) if backend == "postgresql" else None
+            admin = stack.enter_context(throwaway_postgres.temporary_server()) if backend == "postgresql" else None
             for n in args.workers:
-                url = (pgtest.create_database(admin, "bench") if admin else f"sqlite:///{tmp}/bench-{n}.db")
+                url = (throwaway_postgres.create_database(admin, "bench") if admin else f"sqlite:///{tmp}/bench-{n}.db")
                 result = run_case(url, n, args.trials_per_worker * n, args.sleep)
                 results.setdefault(backend, []).append(result)
                 print(f"{backend:<10} {n} workers: {result['per_min']:.0f} trials/min", file=sys.stderr, flush=True)

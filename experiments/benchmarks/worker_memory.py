@@ -4,7 +4,7 @@
 
 One worker runs a random-search study of one-epoch MovieLens-100K trials (temperature,
 embedding size and negative strategy vary, so graphs of different shapes are built) in this
-process, through the same trial function `tuner search` uses. The last line is one JSON object:
+process, through the trial function `tuner search` uses (tuner.search.hypermodel.TrialRunner). The last line is one JSON object:
 {"rss_mb_after_5": .., "rss_mb_after_n": .., "growth_mb": .., "growth_ratio": ..}.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 import tuner  # noqa: F401
-from tuner.hypermodel import trial_fn
 from tuner.search import create_or_resume_study, run_worker
+from tuner.search.hypermodel import TrialRunner
 from tuner.space import load_space_text
 from tuner.store import open_store
 
@@ -55,18 +55,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/memory.db"
         store = open_store(url)
-        s = space.search
-        create_or_resume_study(store, "memory", text, space.hyperparameters(), oracle=s.oracle,
-                               objective=s.objective, direction=s.direction, max_trials=s.max_trials, seed=s.seed)
+        create_or_resume_study(store, "memory", space)
         rss: list[float] = []
+        trial = TrialRunner(space)
 
         def measured_trial(ctx):
-            result = trial_fn(ctx)
+            result = trial(ctx)
             rss.append(rss_mb())
             print(f"trial {len(rss):>3}: rss {rss[-1]:8.1f} MB", file=sys.stderr, flush=True)
             return result
 
-        run_worker(url, "memory", measured_trial, worker_id="m0", log=lambda m: None)
+        run_worker(url, "memory", trial_fn=measured_trial, worker_id="m0", log=lambda m: None)
     after_5, after_n = rss[4], rss[-1]
     print(f"{'after trial':<14}{'RSS MB':>10}")
     for i in (1, 5, 10, 20, len(rss)):

@@ -30,7 +30,7 @@ from tuner.config import NegativesConfig, from_dict
 from tuner.data.pipeline import train_dataset
 from tuner.evaluate import evaluate, most_popular
 from tuner.model.retrieval import TwoTowerModel
-from tuner.train import build_model_for, prepare_split
+from tuner.train import SplitKeeper, build_model_for
 
 HERE = Path(__file__).resolve().parent
 LAGS = (1, 5, 10)
@@ -135,11 +135,12 @@ def top10_popularity(model, split) -> float:
     return float(np.median(split.item_counts()[top]))
 
 
-def train_one(tower: str, batch: int, epochs: int, warmup: int | None = None, fresh_bank: bool = False) -> dict:
+def train_one(splits: SplitKeeper, tower: str, batch: int, epochs: int, warmup: int | None = None,
+              fresh_bank: bool = False) -> dict:
     """Trains one config with the drift probe attached; `warmup` set = CBNS with that warm-up."""
     negatives = None if warmup is None else {"strategy": "cbns", "cbns_warmup_steps": warmup}
     cfg = make_config(tower, batch, epochs, negatives)
-    split = prepare_split(cfg)
+    split = splits.split_for(cfg)
     num_items = split.dataset.num_items
     model = build_model_for(cfg, split, model_cls=FreshBankModel if fresh_bank else TwoTowerModel)
     stream = train_dataset(split.train, batch, cfg.seed, num_items)
@@ -392,7 +393,8 @@ def main() -> None:
     else:
         if 0 < args.cbns_epochs > args.epochs:
             parser.error("--cbns-epochs must not exceed --epochs (CBNS runs are compared at equal epochs)")
-        split = prepare_split(make_config("id", BATCHES[0], args.epochs))
+        splits = SplitKeeper()  # every run's towers read the same split
+        split = splits.split_for(make_config("id", BATCHES[0], args.epochs))
         baseline = most_popular(split, "val", [10])["recall@10"]
         runs, cbns = [], []
 
@@ -403,7 +405,7 @@ def main() -> None:
         for tower in TOWERS:
             for batch in BATCHES:
                 print(f"in-batch: {tower} tower, batch {batch}, {args.epochs} epochs ...", flush=True)
-                runs.append(train_one(tower, batch, args.epochs))
+                runs.append(train_one(splits, tower, batch, args.epochs))
                 s = summarise(runs[-1])
                 print(f"  {runs[-1]['seconds']} s; flat from step {s['flat_step']}, "
                       f"best val recall@10 {s['best_val_recall@10']:.4f}", flush=True)
@@ -411,7 +413,7 @@ def main() -> None:
         for tower, batch, warmup, fresh in CBNS_RUNS if args.cbns_epochs else []:
             print(f"CBNS{' (fresh bank)' if fresh else ''}: {tower} tower, batch {batch}, warm-up {warmup}, "
                   f"{args.cbns_epochs} epochs ...", flush=True)
-            cbns.append(train_one(tower, batch, args.cbns_epochs, warmup, fresh))
+            cbns.append(train_one(splits, tower, batch, args.cbns_epochs, warmup, fresh))
             curve = epoch_recall(cbns[-1], args.cbns_epochs)
             print(f"  {cbns[-1]['seconds']} s; val recall@10 best {max(curve):.4f}, last {curve[-1]:.4f}", flush=True)
             save()

@@ -62,8 +62,8 @@ def config(label: str, batch: int, seed: int, epochs: int, temperature: float) -
 
 def grid(seeds: list[int]) -> list[dict]:
     """Every strategy with the first seed; the later seeds repeat only in_batch and MNS B'=B (the
-    close pair, and the noise yardstick), which keeps the run lean. Seed outermost: the cached
-    split is keyed by seed."""
+    close pair, and the noise yardstick), which keeps the run lean. Seed outermost: the kept
+    split is loaded again when the seed changes."""
     return [{"strategy": label, "batch": b, "seed": s} for i, s in enumerate(seeds) for b in BATCHES
             for label, _ in STRATEGIES if i == 0 or label in REPEATED]
 
@@ -75,7 +75,7 @@ def key(run: dict) -> str:
 def train_all(epochs: int, seeds: list[int], temperature: float, path: Path) -> dict:
     import tensorflow as tf
     from tuner.config import from_dict
-    from tuner.train import TrainingDiverged, prepare_split, run
+    from tuner.train import SplitKeeper, TrainingDiverged, run
 
     doc = json.loads(path.read_text()) if path.exists() else {}
     if (doc.get("epochs"), doc.get("temperature")) != (epochs, temperature):
@@ -84,17 +84,18 @@ def train_all(epochs: int, seeds: list[int], temperature: float, path: Path) -> 
     done = {key(r) for r in doc["runs"]}
     todo = [r for r in grid(seeds) if key(r) not in done]
     started = time.perf_counter()
+    splits = SplitKeeper()
     for i, spec in enumerate(todo, 1):
         tf.keras.backend.clear_session()
         cfg = from_dict(config(spec["strategy"], spec["batch"], spec["seed"], epochs, temperature),
                         "experiments/negatives/run.py")
         try:
-            result = run(cfg, log=lambda message: None)
+            result = run(cfg, splits.split_for(cfg), log=lambda message: None)
             row = {**spec, "status": "ok", "val": result["val"], "test": result["test"],
                    "loss": result["epochs"][-1]["loss"], "train_s": result["timings"]["train_s"],
                    "epoch_s": [e["seconds"] for e in result["epochs"]]}
             doc["most_popular"] = result["most_popular"]
-            doc["train_rows"] = len(prepare_split(cfg).train)
+            doc["train_rows"] = len(splits.split_for(cfg).train)
             summary = (f"val recall@10 {row['val']['recall@10']:.4f}  test recall@10 {row['test']['recall@10']:.4f}  "
                        f"train {row['train_s']:.1f}s")
         except TrainingDiverged as exc:
@@ -132,7 +133,7 @@ def diagnose(doc: dict, epochs: int, temperature: float, path: Path) -> None:
     import tensorflow as tf
     from tuner.config import from_dict
     from tuner.model import TwoTowerModel
-    from tuner.train import build_model_for, prepare_split, run
+    from tuner.train import SplitKeeper, build_model_for, run
 
     spec = importlib.util.spec_from_file_location("temperature_run", HERE.parent / "temperature" / "run.py")
     temperature_run = importlib.util.module_from_spec(spec)
@@ -142,12 +143,13 @@ def diagnose(doc: dict, epochs: int, temperature: float, path: Path) -> None:
                 ("cbns M=4B w=0, fresh bank, no gradient", "cbns M=4B w=0", fresh_bank_model(False)),
                 ("cbns M=4B w=0, fresh bank, with gradient", "cbns M=4B w=0", fresh_bank_model(True))]
     doc["diagnostics"] = []
+    splits = SplitKeeper()
     for name, label, model_cls in variants:
         tf.keras.backend.clear_session()
         cfg = from_dict(config(label, DIAGNOSE_BATCH, 1, epochs, temperature), "experiments/negatives/run.py")
-        split = prepare_split(cfg)
+        split = splits.split_for(cfg)
         model = build_model_for(cfg, split, model_cls=model_cls or TwoTowerModel)
-        result = run(cfg, log=lambda message: None, model=model)
+        result = run(cfg, split, log=lambda message: None, model=model)
         items = model.candidate_tower(tf.range(1, split.dataset.num_items + 1), training=False).numpy()
         n = len(items)
         row = {"strategy": name, "batch": DIAGNOSE_BATCH, "seed": 1, "val_recall@10": result["val"]["recall@10"],
@@ -155,7 +157,7 @@ def diagnose(doc: dict, epochs: int, temperature: float, path: Path) -> None:
                "popular_share@10": temperature_run.popular_share(model, split),
                "item_mean_cosine": float((np.square(items.sum(0)).sum() - n) / (n * (n - 1)))}
         if model_cls is None and label.startswith("cbns"):
-            bank, ids = model.bank_embeddings.numpy(), model.bank_ids.numpy()
+            bank, ids = model.cbns_bank.embeddings.numpy(), model.cbns_bank.ids.numpy()
             now = model.candidate_tower(tf.constant(ids), training=False).numpy()
             row["bank_cosine_to_current"] = float(np.mean(np.sum(bank * now, axis=1)))
         doc["diagnostics"].append(row)

@@ -45,7 +45,7 @@ def config(temperature: float, logq: str, normalize: bool, seed: int, epochs: in
 
 
 def grid(seeds: list[int]) -> list[dict]:
-    """Every run: seed outermost, so the cached split is reused (its cache key includes the seed)."""
+    """Every run: seed outermost, so the kept split is reused (the seed is among its inputs)."""
     runs = []
     for seed in seeds:
         for logq in LOGQ:
@@ -88,7 +88,7 @@ def key(run: dict) -> str:
 def train_all(epochs: int, seeds: list[int], path: Path) -> dict:
     import tensorflow as tf
     from tuner.config import from_dict
-    from tuner.train import TrainingDiverged, build_model_for, prepare_split, run
+    from tuner.train import SplitKeeper, TrainingDiverged, build_model_for, run
 
     doc = json.loads(path.read_text()) if path.exists() else {}
     if doc.get("epochs") != epochs:
@@ -97,22 +97,23 @@ def train_all(epochs: int, seeds: list[int], path: Path) -> dict:
     done = {key(r) for r in doc["runs"]}
     todo = [r for r in grid(seeds) if key(r) not in done]
     started = time.perf_counter()
+    splits = SplitKeeper()
     for i, spec in enumerate(todo, 1):
         tf.keras.backend.clear_session()
         cfg = from_dict(config(spec["temperature"], spec["logq"], spec["normalize"], spec["seed"], epochs),
                         "experiments/temperature/run.py")
         t0 = time.perf_counter()
         try:
-            model = build_model_for(cfg, prepare_split(cfg))  # run() would build the same; we keep a handle
-            result = run(cfg, log=lambda message: None, model=model)
+            split = splits.split_for(cfg)
+            model = build_model_for(cfg, split)  # run() would build the same; we keep a handle
+            result = run(cfg, split, log=lambda message: None, model=model)
             row = {**spec, "status": "ok", "val": result["val"], "test": result["test"],
-                   "popular_share@10": popular_share(model, prepare_split(cfg)),
+                   "popular_share@10": popular_share(model, split),
                    "val_curve": [e["val"]["recall@10"] for e in result["epochs"]],
                    "loss": result["epochs"][-1]["loss"], "train_s": result["timings"]["train_s"]}
             if not all(math.isfinite(v) for part in ("val", "test") for v in row[part].values()):
                 row["status"] = "diverged"  # a finite loss but non-finite scores
             doc["most_popular"] = result["most_popular"]
-            split = prepare_split(cfg)
             doc["val_popular_share"] = float(popular_items(split)[split.val.item].mean())
             summary = f"val recall@10 {row['val']['recall@10']:.4f}  test recall@10 {row['test']['recall@10']:.4f}"
         except TrainingDiverged as exc:

@@ -6,6 +6,7 @@ data follow the same id and vocabulary rules.
 """
 from __future__ import annotations
 
+import codecs
 import re
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ import numpy as np
 import pandas as pd
 
 from tuner.errors import DataError
+from tuner.safe_yaml import quote
 from tuner.data.types import Dataset, Feature, Interactions
 
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".parquet": None}
 NUM_BUCKETS = 10  # quantile buckets for a numeric feature
 MAX_DISTINCT = 20  # numeric columns with more distinct values than this are bucketed
+WEIGHT_MAX = float(np.finfo(np.float32).max)  # weights train as float32
 MAX_BAG = 32  # longer bags keep their first tokens: one long text column must not blow up [N+1, L]
 _WORD = re.compile(r"\w+(?:'\w+)*")
 
@@ -32,8 +35,10 @@ def read_table(path, id_columns=()) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in SEPARATORS:
         raise DataError(f"{path}: unsupported file suffix {suffix or '(none)'!r} (allowed: {', '.join(SEPARATORS)})")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    if not path.is_file():  # a device or a pipe would be read without end
+        raise DataError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
+    if suffix != ".parquet":
+        check_text(path)
     try:
         if suffix == ".parquet":
             df = pd.read_parquet(path)
@@ -42,11 +47,35 @@ def read_table(path, id_columns=()) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read {suffix[1:]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot read {suffix[1:]}: {reason}") from None
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
         raise DataError(f"{path}: empty file (a header but no rows)")
     return df
+
+
+def check_text(path: Path, block: int = 1 << 20) -> None:
+    """A CSV/TSV must be UTF-8 text: pandas would read NUL bytes into ids, and name a decoding
+    error by its offset in a parser buffer rather than in the file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as f:
+        while data := f.read(block):
+            nul = data.find(b"\x00")
+            if nul >= 0:
+                raise DataError(f"{path}: not a text file (NUL byte at offset {offset + nul}); expected UTF-8 "
+                                f"{path.suffix[1:].upper()}")
+            try:
+                decoder.decode(data)
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                                f"{offset + exc.start}); save it as UTF-8") from None
+            offset += len(data)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (it ends inside a character); save it as UTF-8") from None
 
 
 def require_columns(df: pd.DataFrame, path, columns) -> None:
@@ -80,8 +109,29 @@ def numeric_column(df: pd.DataFrame, col: str, path) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"{path}: column '{col}' must be numeric; row {i + 1} has {s.iloc[i]!r}")
+        raise DataError(f"{path}: column '{col}' must be numeric; row {i + 1} has {_show(s.iloc[i])}")
     return values
+
+
+def timestamp_column(df: pd.DataFrame, col: str, path) -> np.ndarray:
+    """Timestamps in an order-preserving form: int64 as read when the column is integral (so
+    nanosecond times stay distinct, as float64 would not keep them), else `numeric_column`'s
+    float64. Times beyond int64 cannot be ordered exactly and are refused."""
+    s = df[col]
+    if pd.api.types.is_signed_integer_dtype(s):
+        return s.to_numpy(np.int64)
+    values = numeric_column(df, col, path)
+    beyond = np.abs(values) >= 2.0**63
+    if beyond.any():
+        i = _first(beyond)
+        raise DataError(f"{path}: column '{col}' row {i + 1} has {_show(s.iloc[i])}, outside the 64-bit integer "
+                        f"range timestamps must fit (|t| < 2^63, e.g. Unix seconds or nanoseconds)")
+    return values
+
+
+def _show(value) -> str:
+    """A cell as an error line shows it: text quoted and cut, numbers as written."""
+    return quote(value) if isinstance(value, str) else str(value)
 
 
 def _first(mask) -> int:
@@ -211,11 +261,15 @@ def load_files(cfg) -> Dataset:
     path = cfg.interactions
     df = read_table(path, ("user_id", "item_id"))
     require_columns(df, path, ("user_id", "item_id"))
-    timestamp = numeric_column(df, "timestamp", path) if "timestamp" in df.columns else None
+    timestamp = timestamp_column(df, "timestamp", path) if "timestamp" in df.columns else None
     weight = numeric_column(df, "weight", path) if "weight" in df.columns else None
     if weight is not None and (weight < 0).any():
         i = _first(weight < 0)
-        raise DataError(f"{path}: column 'weight' must be >= 0; row {i + 1} has {weight[i]!r}")
+        raise DataError(f"{path}: column 'weight' must be >= 0; row {i + 1} has {_show(weight[i])}")
+    if weight is not None and (weight > WEIGHT_MAX).any():
+        i = _first(weight > WEIGHT_MAX)
+        raise DataError(f"{path}: column 'weight' must be <= {WEIGHT_MAX:.3g} (weights train as float32); "
+                        f"row {i + 1} has {_show(weight[i])}")
     ds = assemble("files", id_column(df, "user_id", path), id_column(df, "item_id", path), timestamp, weight)
     if cfg.user_features:
         table = align(read_table(cfg.user_features, ("user_id",)), "user_id", ds.user_ids, cfg.user_features)

@@ -79,3 +79,27 @@ def make_split(dataset: Dataset, cfg, history_length: int = 0) -> Split:
     part = _parts(inter, cfg)
     train, val, test = (inter.take(np.flatnonzero(part == p)) for p in (TRAIN, VAL, TEST))
     return Split(dataset, train, val, test)
+
+
+MIN_TRAIN = 2  # one training interaction is a softmax over one column: its loss is 0, nothing is learned
+
+
+def check_sizes(split: Split, cfg, source: str) -> list[str]:
+    """Warnings for held-out parts the config asks for but the data leaves empty (their metrics
+    would be silently empty); a DataError if too little is left to train on. `source` names the data."""
+    n = len(split.train) + len(split.val) + len(split.test)
+    how = (f"split.method {cfg.method}" if cfg.method == "leave_last_out" else
+           f"split.val_fraction {cfg.val_fraction:g}, test_fraction {cfg.test_fraction:g}")
+    if len(split.train) < MIN_TRAIN:
+        from tuner.errors import DataError
+
+        raise DataError(f"{source}: {n:,} interaction(s) leave {len(split.train)} to train on after the split "
+                        f"({how}); training needs at least {MIN_TRAIN}")
+    warnings = []
+    for part, fraction in (("val", cfg.val_fraction), ("test", cfg.test_fraction)):
+        if not len(getattr(split, part)) and (fraction > 0 or cfg.method == "leave_last_out"):
+            reason = ("no user has 3 interactions" if cfg.method == "leave_last_out" else
+                      f"{n:,} interactions × split.{part}_fraction {fraction:g} rounds to 0")
+            warnings.append(f"warning: {source}: the {part} part is empty ({reason}): "
+                            f"{part} metrics will be empty")
+    return warnings

@@ -1,7 +1,8 @@
 """The in-memory shapes every loader produces and every consumer (model, evaluation) reads.
 
 Users and items are dense indices 1..N; index 0 is reserved for padding (empty history
-slots, empty bank slots, unknown ids), so every id table has N + 1 rows. Features are
+slots, empty bank slots, unknown ids), so every id table has N + 1 rows; its row 0 is the
+out-of-vocabulary row that ids unseen in training read. Features are
 categorical indices looked up by user or item index, which lets the candidate tower encode
 any item from its index alone (uniform negatives, the CBNS bank, full-corpus evaluation).
 """
@@ -75,3 +76,8 @@ class Split:
     def item_counts(self) -> np.ndarray:
         """Training frequency of every item index, shape [num_items + 1] (for logQ and MostPopular)."""
         return np.bincount(self.train.item, minlength=self.dataset.num_items + 1).astype(np.int64)
+
+    def user_counts(self) -> np.ndarray:
+        """Training interactions of every user index, shape [num_users + 1]; 0 marks a cold user,
+        one the model never trained an id row for (it reads the out-of-vocabulary row)."""
+        return np.bincount(self.train.user, minlength=self.dataset.num_users + 1).astype(np.int64)

@@ -3,7 +3,8 @@
 Side features live inside the towers as constant lookup tables indexed by user or item
 index, so a tower needs nothing but indices: the candidate tower can encode uniform
 negatives, CBNS bank entries and the whole corpus from item indices alone. Index 0 is
-padding everywhere (empty history slots, empty bag slots) and is masked out of every pooling.
+padding everywhere (empty history slots, empty bag slots) and is masked out of every pooling;
+in the user and item id tables, row 0 is the trained out-of-vocabulary row (`OovEmbedding`).
 """
 from __future__ import annotations
 
@@ -41,6 +42,35 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     def call(self, index: tf.Tensor) -> tf.Tensor:
         bag = tf.gather(self.table, index)
         return masked_mean(self.embedding(bag), bag != 0)
+
+
+class OovEmbedding(tf.keras.layers.Embedding):
+    """An id embedding whose row 0 is a trained out-of-vocabulary row.
+
+    Indices never seen in training (`known[i]` false), 0 (unknown) and -1 (an id a served model
+    never heard of, kept apart from history padding) all read row 0. While training, each id is
+    also replaced by row 0 with probability `id_dropout`, so that row learns an average user or
+    item: an unseen one is then scored with it plus its side features, not with a row that no
+    gradient ever reached. `known`: bool [rows], true for indices with a training interaction;
+    None means every index but 0.
+    """
+
+    def __init__(self, rows: int, dim: int, known: np.ndarray | None = None, id_dropout: float = 0.0, **kwargs):
+        super().__init__(rows, dim, **kwargs)
+        known = np.arange(rows) > 0 if known is None else np.asarray(known, bool)
+        if known.shape != (rows,) or known[0]:
+            raise ValueError(f"{self.name}: known must be a bool [{rows}] array with known[0] false (0 is the OOV row)")
+        if not 0 <= id_dropout < 1:
+            raise ValueError(f"{self.name}: id_dropout {id_dropout!r} must be in [0, 1)")
+        self.known = tf.constant(known)
+        self.id_dropout = float(id_dropout)
+
+    def call(self, index: tf.Tensor, training=False) -> tf.Tensor:
+        index = tf.cast(index, tf.int32)
+        row = tf.where(tf.gather(self.known, tf.maximum(index, 0)), index, 0)
+        if training and self.id_dropout > 0:
+            row = tf.where(tf.random.uniform(tf.shape(row)) < self.id_dropout, 0, row)
+        return super().call(row)
 
 
 class HistoryPooling(tf.keras.layers.Layer):
@@ -106,19 +136,22 @@ def _finish(x: tf.Tensor, head: MLP | None, normalize: bool, training) -> tf.Ten
 
 
 class CandidateTower(tf.keras.layers.Layer):
-    """item int32[B] -> [B, d]: item-id embedding, optional item features, optional MLP."""
+    """item int32[B] -> [B, d]: item-id embedding, optional item features, optional MLP.
+
+    `known_items`, `id_dropout`: the out-of-vocabulary rule of `OovEmbedding` for the item id."""
 
     def __init__(self, num_items: int, dim: int, features: dict[str, Feature], hidden: list[int],
-                 dropout: float, normalize: bool, **kwargs):
+                 dropout: float, normalize: bool, known_items: np.ndarray | None = None,
+                 id_dropout: float = 0.0, **kwargs):
         super().__init__(name="candidate_tower", **kwargs)
-        self.item_embedding = tf.keras.layers.Embedding(num_items + 1, dim, name="item_embedding")
+        self.item_embedding = OovEmbedding(num_items + 1, dim, known_items, id_dropout, name="item_embedding")
         self.features = [FeatureEmbedding(n, f, dim) for n, f in sorted(features.items())]
         self.head = _head(dim * (1 + len(self.features)), hidden, dim, dropout, "candidate_mlp")
         self.normalize = normalize
 
     def call(self, item: tf.Tensor, training=False) -> tf.Tensor:
         item = tf.cast(item, tf.int32)
-        parts = [self.item_embedding(item)] + [f(item) for f in self.features]
+        parts = [self.item_embedding(item, training=training)] + [f(item) for f in self.features]
         return _finish(tf.concat(parts, axis=-1), self.head, self.normalize, training)
 
 
@@ -128,13 +161,15 @@ class QueryTower(tf.keras.layers.Layer):
     User-id embedding, optional user features and optional pooled history, concatenated, then
     an optional MLP. `history_embedding` is the candidate tower's item embedding layer when the
     config shares it (the same variables serve both towers), else a separate table.
+    `known_users`, `id_dropout`: the out-of-vocabulary rule of `OovEmbedding` for the user id.
     """
 
     def __init__(self, num_users: int, dim: int, features: dict[str, Feature],
                  history_embedding: tf.keras.layers.Embedding | None, pooling: str,
-                 hidden: list[int], dropout: float, normalize: bool, **kwargs):
+                 hidden: list[int], dropout: float, normalize: bool, known_users: np.ndarray | None = None,
+                 id_dropout: float = 0.0, **kwargs):
         super().__init__(name="query_tower", **kwargs)
-        self.user_embedding = tf.keras.layers.Embedding(num_users + 1, dim, name="user_embedding")
+        self.user_embedding = OovEmbedding(num_users + 1, dim, known_users, id_dropout, name="user_embedding")
         self.features = [FeatureEmbedding(n, f, dim) for n, f in sorted(features.items())]
         self.history_embedding = history_embedding
         self.pooling = HistoryPooling(pooling, dim) if history_embedding is not None else None
@@ -144,11 +179,12 @@ class QueryTower(tf.keras.layers.Layer):
 
     def call(self, features: dict, training=False) -> tf.Tensor:
         user = tf.cast(features["user"], tf.int32)
-        parts = [self.user_embedding(user)] + [f(user) for f in self.features]
+        parts = [self.user_embedding(user, training=training)] + [f(user) for f in self.features]
         if self.history_embedding is not None:
             if "history" in features:
                 history = tf.cast(features["history"], tf.int32)
-                parts.append(self.pooling(self.history_embedding(history), history != 0, training=training))
+                embedded = self.history_embedding(history, training=training)
+                parts.append(self.pooling(embedded, history != 0, training=training))
             else:  # no history known (e.g. serving by user id alone): the same as an all-padding one
                 parts.append(tf.zeros_like(parts[0]))
         return _finish(tf.concat(parts, axis=-1), self.head, self.normalize, training)

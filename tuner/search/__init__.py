@@ -1,16 +1,34 @@
-"""Search: studies, the database-backed Keras Tuner oracle, and the workers that run trials.
+"""Search: studies, the store-backed Keras Tuner oracle, and the workers that run trials.
 
-Names resolve lazily from tuner.search.worker, so `python -m tuner.search.worker` runs the
-module once; keras_tuner (and with it TensorFlow, ~5 s) is imported by a worker's first visit
-to the oracle, never by importing this package.
+The rooms, in the order one trial passes through them: `study` (create or resume a study from
+a space), `local` (start worker processes; `python -m tuner.search.local` is one worker),
+`worker` (the loop: visit the oracle under the study lock, run a trial, report), `oracle`
+(Keras Tuner's oracle kept in the store), `trial` (what a trial function sees, its heartbeat
+and outcome), `hypermodel` (the built-in trial: the space's config trained by tuner.train).
+
+Names resolve lazily, so importing this package imports neither keras_tuner nor TensorFlow
+(~5 s): a worker imports them when it starts.
 """
-__all__ = ["ORACLES", "TrialContext", "TrialLost", "create_or_resume_study", "gpu_count", "in_subprocess",
-           "load_trial_fn", "run_worker", "start_local_workers"]
+_HOMES = {
+    "create_or_resume_study": "study", "create_or_resume_custom_study": "study",
+    "run_worker": "worker",
+    "start_local_workers": "local", "gpu_count": "local", "worker_env": "local",
+    "TrialContext": "trial", "load_trial_fn": "trial", "in_subprocess": "trial", "short_values": "trial",
+}
+__all__ = sorted([*_HOMES, "ORACLES", "TrialLost"])
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        from tuner.search import worker
+    if name in _HOMES:
+        import importlib
 
-        return getattr(worker, name)
+        return getattr(importlib.import_module(f"tuner.search.{_HOMES[name]}"), name)
+    if name == "ORACLES":
+        from tuner.space import ORACLES
+
+        return ORACLES
+    if name == "TrialLost":
+        from tuner.errors import TrialLost
+
+        return TrialLost
     raise AttributeError(f"module 'tuner.search' has no attribute {name!r}")

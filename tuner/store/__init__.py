@@ -1,27 +1,22 @@
 """The study store: studies, trials and their metrics in any SQLAlchemy database.
 
-Light on purpose (SQLAlchemy only, no TensorFlow): `tuner status`, reports and workers on
-other machines open it without paying for a TensorFlow import.
+The only code that speaks SQL: `schema` (the tables), `engine` (opening; database errors
+become `StoreError`), `locks` (who holds a locked SQLite file), `studies`, `reads` (trials and
+metrics as records), `api` (the worker's side: the study lock, trial rows, heartbeats). Light
+on purpose (SQLAlchemy only, no TensorFlow): `tuner status`, reports and workers on other
+machines open it without paying for a TensorFlow import.
 """
-from tuner.store.api import (
-    DEFAULT_URL,
-    MetricRecord,
-    Store,
-    StoreError,
-    Study,
-    TrialRecord,
-    best_trial,
-    get_study,
-    list_metrics,
-    list_studies,
-    list_trials,
-    mask_url,
-    open_store,
-)
-from tuner.store.schema import COMPLETED, FAILED, INTERRUPTED, RUNNING, SCHEMA_VERSION, STATUSES
+from tuner.errors import StoreError
+from tuner.store.engine import DEFAULT_URL, Store, mask_url, open_store
+from tuner.store.reads import MetricRecord, TrialRecord, best_trial, list_metrics, list_trials, study_fingerprint
+from tuner.store.schema import COMPLETED, FAILED, INTERRUPTED, PRUNED, RUNNING, SCHEMA_VERSION, STATUSES
+from tuner.store.studies import STUDY_NAME_RULE, Study, check_study_name, check_worker_id, create_or_get_study, \
+    get_study, list_studies
 
 __all__ = [
-    "DEFAULT_URL", "MetricRecord", "Store", "StoreError", "Study", "TrialRecord", "best_trial", "get_study",
-    "list_metrics", "list_studies", "list_trials", "mask_url", "open_store",
-    "COMPLETED", "FAILED", "INTERRUPTED", "RUNNING", "SCHEMA_VERSION", "STATUSES",
+    "DEFAULT_URL", "MetricRecord", "STUDY_NAME_RULE", "Store", "StoreError", "Study", "TrialRecord", "best_trial",
+    "check_study_name", "check_worker_id",
+    "create_or_get_study", "get_study", "list_metrics", "list_studies", "list_trials", "mask_url", "open_store",
+    "study_fingerprint",
+    "COMPLETED", "FAILED", "INTERRUPTED", "PRUNED", "RUNNING", "SCHEMA_VERSION", "STATUSES",
 ]

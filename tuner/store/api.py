@@ -1,320 +1,57 @@
-"""Opening the store and the functions that read and write it.
+"""The worker's side of the store: the study lock, trial rows, heartbeats and per-epoch metrics.
 
-Workers on one machine or many share nothing but this database, so every write is a short
-transaction. SQLite gets WAL (readers never block the writer), a 30 s busy timeout, and
-`BEGIN IMMEDIATE` on every write transaction, which takes the write lock up front instead of
-failing with "database is locked" when a read transaction tries to upgrade. On PostgreSQL the
-study lock is `SELECT ... FOR UPDATE` on the study's row.
+Every write is a short transaction (see `engine`). On PostgreSQL the study lock is
+`SELECT ... FOR UPDATE` on the study's row. Trial times (start, heartbeat, end) are the
+database's clock, never a worker's, so workers on machines whose clocks disagree still judge
+each other's heartbeats right.
 """
 from __future__ import annotations
 
 import json
-import os
-import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterator
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
-from tuner.errors import StoreError
-from tuner.store import schema
-from tuner.store.schema import COMPLETED, RUNNING, SCHEMA_VERSION, metrics, studies, trials
-
-DEFAULT_URL = "sqlite:///tuner.db"
-SQLITE_BUSY_TIMEOUT_S = 30
-_PG_INIT_LOCK = 0x74756E6572  # pg_advisory_xact_lock key serialising table creation
-
-
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, safe to print."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+# Opening, studies and reads live in their own modules; their names stay reachable here
+# (`api.get_study`, `api.Store`, ...) for callers written against this module.
+from tuner.store.engine import DEFAULT_URL, Store, mask_url, one_line, open_store  # noqa: F401
+from tuner.store.reads import MetricRecord, TrialRecord, best_trial, list_metrics, list_trials  # noqa: F401
+from tuner.store.schema import COMPLETED, DECISION, RUNNING, metrics, studies, trials
+from tuner.store.studies import Study, create_or_get_study, get_study, list_studies  # noqa: F401
 
 
 def utcnow() -> datetime:
+    """This machine's clock as naive UTC; trial times use `database_now` instead."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-class Store:
-    """An engine plus the URL to show in messages. `write()` and `read()` are transactions."""
+class database_now(FunctionElement):  # noqa: N801 (an SQL function, named like sa.func's)
+    """The database's current time as naive UTC: the one clock heartbeats are written and judged by."""
 
-    def __init__(self, engine: Engine, raw_url: str):
-        self.engine = engine
-        self.url = mask_url(raw_url)  # for messages
-        self.raw_url = raw_url  # password included: for worker processes, never for printing
-
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
-
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(tuner_read=True)
-            with conn.begin():
-                yield conn
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def __enter__(self) -> "Store":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Store({self.url})"
+    type = sa.DateTime()
+    inherit_cache = True
 
 
-def _sqlite_engine(url: str) -> Engine:
-    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
-        cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("tuner_read") else "BEGIN IMMEDIATE")
-
-    return engine
+@compiles(database_now, "sqlite")
+def _sqlite_now(element, compiler, **kw) -> str:
+    # CURRENT_TIMESTAMP has 1 s resolution; %f gives milliseconds, padded to the six digits
+    # SQLAlchemy writes, so times from Python and from SQL compare as text.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 
 
-def _engine(url: str) -> Engine:
-    if make_url(url).get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
-    connect_args = {"connect_timeout": 10} if make_url(url).get_backend_name() == "postgresql" else {}
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+@compiles(database_now, "postgresql")
+def _postgresql_now(element, compiler, **kw) -> str:
+    return "(clock_timestamp() AT TIME ZONE 'UTC')"  # the time now, not the transaction's start
 
 
-def open_store(url: str | None = None) -> Store:
-    """Opens (creating the tables if the database is empty) the store at `url`.
-
-    Default: env TUNER_STORAGE, else sqlite:///tuner.db. A store written by a newer version of
-    this tool is refused and left untouched.
-    """
-    url = url or os.environ.get("TUNER_STORAGE") or DEFAULT_URL
-    shown = mask_url(url)
-    store = None
-    try:
-        store = Store(_engine(url), url)
-        _init_schema(store)
-        return store
-    except BaseException as exc:
-        if store is not None:
-            store.close()
-        if isinstance(exc, (sa.exc.SQLAlchemyError, ImportError)):
-            raise StoreError(f"{shown}: cannot open the store: {one_line(exc)}") from None
-        raise
-
-
-def _stored_version(conn: Connection, url: str) -> int | None:
-    if not sa.inspect(conn).has_table("meta"):
-        return None
-    value = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).scalar()
-    if value is None or not value.isdigit():
-        raise StoreError(f"{url}: has a 'meta' table without a schema_version: not a tuner store")
-    return int(value)
-
-
-def _init_schema(store: Store) -> None:
-    with store.read() as conn:
-        version = _stored_version(conn, store.url)
-    if version is None:
-        with store.write() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_INIT_LOCK})
-            version = _stored_version(conn, store.url)
-            if version is None:
-                schema.metadata.create_all(conn)
-                conn.execute(sa.insert(schema.meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                return
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"{store.url}: written by a newer tuner (store schema version {version}, this tuner "
-                         f"reads up to {SCHEMA_VERSION}); upgrade tuner to use this store")
-    if version < SCHEMA_VERSION:
-        raise StoreError(f"{store.url}: store schema version {version} is older than {SCHEMA_VERSION} "
-                         "and cannot be migrated; use a new store")
-
-
-# --- studies --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Study:
-    id: int
-    name: str
-    space: str  # the search-space YAML text
-    objective: str
-    direction: str  # min | max
-    oracle: str
-    settings: dict  # max_trials, seed, retries, heartbeat_timeout, hyperparameters, ...
-    created: datetime
-    counts: dict = field(default_factory=dict)  # trials per status
-
-
-def _study(row, counts: dict | None = None) -> Study:
-    return Study(row.id, row.name, row.space, row.objective, row.direction, row.oracle,
-                 json.loads(row.settings), row.created, counts or {})
-
-
-def _counts(conn: Connection, study_ids: list[int]) -> dict[int, dict[str, int]]:
-    out: dict[int, dict[str, int]] = {i: {} for i in study_ids}
-    query = (sa.select(trials.c.study_id, trials.c.status, sa.func.count())
-             .where(trials.c.study_id.in_(study_ids)).group_by(trials.c.study_id, trials.c.status))
-    for study_id, status, n in conn.execute(query):
-        out[study_id][status] = n
-    return out
-
-
-def create_or_get_study(store: Store, *, name: str, space: str, objective: str, direction: str, oracle: str,
-                        settings: dict) -> tuple[Study, bool]:
-    """The study `name`, created if new; (study, created). An existing study must match exactly:
-    resuming with another space or other settings would mix incomparable trials."""
-    settings = json.loads(json.dumps(settings, sort_keys=True))
-    wanted = {"space": space, "objective": objective, "direction": direction, "oracle": oracle}
-    for attempt in range(2):
-        try:
-            with store.write() as conn:
-                row = conn.execute(sa.select(studies).where(studies.c.name == name)).first()
-                if row is None:
-                    conn.execute(sa.insert(studies).values(name=name, settings=json.dumps(settings), version=0,
-                                                           created=utcnow(), **wanted))
-                    return _study(conn.execute(sa.select(studies).where(studies.c.name == name)).one()), True
-        except sa.exc.IntegrityError:  # created concurrently by another process: compare with it
-            if attempt:
-                raise
-            continue
-        break
-    study = _study(row)
-    differ = [k for k, v in wanted.items() if getattr(study, k) != v]
-    differ += [f"search.{k}" for k in sorted(set(settings) | set(study.settings))
-               if settings.get(k) != study.settings.get(k)]
-    if differ:
-        raise StoreError(f"{store.url}: study '{name}' exists with a different {', '.join(differ)}; "
-                         "resume it with the same space and search settings, or choose another study name")
-    return study, False
-
-
-def get_study(store: Store, name: str, conn: Connection | None = None) -> Study:
-    if conn is None:
-        with store.read() as conn:
-            return get_study(store, name, conn)
-    row = conn.execute(sa.select(studies).where(studies.c.name == name)).first()
-    if row is None:
-        names = conn.execute(sa.select(studies.c.name).order_by(studies.c.name)).scalars().all()
-        known = f"studies: {', '.join(names)}" if names else "no studies yet"
-        raise StoreError(f"{store.url}: no study named '{name}' ({known})")
-    return _study(row, _counts(conn, [row.id])[row.id])
-
-
-def list_studies(store: Store) -> list[Study]:
-    with store.read() as conn:
-        rows = conn.execute(sa.select(studies).order_by(studies.c.created, studies.c.id)).all()
-        counts = _counts(conn, [r.id for r in rows])
-    return [_study(r, counts[r.id]) for r in rows]
-
-
-# --- trials and metrics: reads ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    id: int
-    number: int
-    kt_trial_id: str
-    status: str
-    params: dict  # the oracle's values; Hyperband adds tuner/epochs, tuner/initial_epoch, ...
-    objective: float | None
-    worker: str | None
-    host: str | None
-    pid: int | None
-    started: datetime | None
-    heartbeat: datetime | None
-    ended: datetime | None
-    error: str | None
-    traceback: str | None
-    retries: int
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to end (None while running)."""
-        if self.started is None or self.ended is None:
-            return None
-        return (self.ended - self.started).total_seconds()
-
-
-_TRIAL_COLUMNS = [trials.c[f] for f in TrialRecord.__dataclass_fields__ if f != "params"] + [trials.c.params]
-
-
-def _trial(row) -> TrialRecord:
-    data = dict(row._mapping)
-    data["params"] = json.loads(data["params"])
-    return TrialRecord(**data)
-
-
-def list_trials(store: Store, study: str, status: str | None = None) -> list[TrialRecord]:
-    """All trials of a study (one per run attempt) in number order, optionally of one status."""
-    with store.read() as conn:
-        study_id = get_study(store, study, conn).id
-        query = sa.select(*_TRIAL_COLUMNS).where(trials.c.study_id == study_id).order_by(trials.c.number)
-        if status is not None:
-            query = query.where(trials.c.status == status)
-        return [_trial(r) for r in conn.execute(query)]
-
-
-def best_trial(store: Store, study: str) -> TrialRecord | None:
-    """The completed trial with the best objective (by the study's direction); ties: lowest number."""
-    with store.read() as conn:
-        s = get_study(store, study, conn)
-        order = trials.c.objective.desc() if s.direction == "max" else trials.c.objective.asc()
-        row = conn.execute(sa.select(*_TRIAL_COLUMNS)
-                           .where(trials.c.study_id == s.id, trials.c.status == COMPLETED,
-                                  trials.c.objective.is_not(None))
-                           .order_by(order, trials.c.number).limit(1)).first()
-    return None if row is None else _trial(row)
-
-
-@dataclass(frozen=True)
-class MetricRecord:
-    number: int  # the trial's number
-    epoch: int | None  # None: the trial's final metrics
-    name: str
-    value: float | None
-
-
-def list_metrics(store: Store, study: str, number: int | None = None) -> list[MetricRecord]:
-    """Per-epoch and final metrics of a study's trials (or of trial `number`), epochs in order, finals last."""
-    with store.read() as conn:
-        study_id = get_study(store, study, conn).id
-        query = (sa.select(trials.c.number, metrics.c.epoch, metrics.c.name, metrics.c.value)
-                 .join(trials, trials.c.id == metrics.c.trial_id).where(trials.c.study_id == study_id)
-                 .order_by(trials.c.number, sa.case((metrics.c.epoch.is_(None), 1), else_=0),
-                           metrics.c.epoch, metrics.c.id))
-        if number is not None:
-            query = query.where(trials.c.number == number)
-        return [MetricRecord(*r) for r in conn.execute(query)]
+@compiles(database_now)
+def _standard_now(element, compiler, **kw) -> str:
+    return "CURRENT_TIMESTAMP"
 
 
 # --- trials and metrics: writes (the worker's side) ----------------------------------------
@@ -327,11 +64,12 @@ def study_lock(store: Store, study_id: int, trial_id: int | None = None) -> Iter
     SQLite: BEGIN IMMEDIATE already holds the database's write lock (FOR UPDATE is not
     rendered). PostgreSQL: the row lock makes other workers wait here, not fail. The row
     also carries `trial_status`, the current status of trial `trial_id` (the caller's own),
-    read in the same round trip: visits are short because they make few.
+    and `now`, the database's time, read in the same round trip: visits are short because
+    they make few.
     """
     status = sa.select(trials.c.status).where(trials.c.id == trial_id).scalar_subquery().label("trial_status")
     with store.write() as conn:
-        row = conn.execute(sa.select(studies, status).where(studies.c.id == study_id)
+        row = conn.execute(sa.select(studies, status, database_now().label("now")).where(studies.c.id == study_id)
                            .with_for_update(of=studies)).one()
         yield conn, row
 
@@ -366,7 +104,7 @@ def update_trial(conn: Connection, trial_id: int, **values) -> None:
 
 
 def stale_trials(conn: Connection, study_id: int, before: datetime) -> list[sa.Row]:
-    """RUNNING trials whose last heartbeat is older than `before`."""
+    """RUNNING trials whose last heartbeat is older than `before` (a time on the database's clock)."""
     return conn.execute(sa.select(trials.c.id, trials.c.number, trials.c.kt_trial_id, trials.c.heartbeat,
                                   trials.c.worker)
                         .where(trials.c.study_id == study_id, trials.c.status == RUNNING,
@@ -374,8 +112,7 @@ def stale_trials(conn: Connection, study_id: int, before: datetime) -> list[sa.R
 
 
 def count_running(conn: Connection, study_id: int) -> int:
-    return conn.execute(sa.select(sa.func.count()).where(trials.c.study_id == study_id,
-                                                         trials.c.status == RUNNING)).scalar_one()
+    return count_status(conn, study_id, RUNNING)
 
 
 def completed_number(conn: Connection, study_id: int, kt_trial_id: str) -> int | None:
@@ -399,7 +136,7 @@ def heartbeat(store: Store, trial_id: int) -> bool:
 
 def _beat(conn: Connection, trial_id: int) -> bool:
     result = conn.execute(sa.update(trials).where(trials.c.id == trial_id, trials.c.status == RUNNING)
-                          .values(heartbeat=utcnow()))
+                          .values(heartbeat=database_now()))
     return result.rowcount == 1
 
 
@@ -411,3 +148,87 @@ def report_epoch(store: Store, trial_id: int, epoch: int, values: dict[str, floa
             return False
         add_metrics(conn, trial_id, int(epoch), values)
         return True
+
+
+def resize_budget(store: Store, study_id: int, max_trials: int, *, pin: dict | None = None) -> dict:
+    """Sets a study's `max_trials` under the study lock; its new settings. `pin`: settings that
+    stay as they were computed from the old budget (the Bayesian oracle's random start), written
+    if absent. Refused (StoreError) below the distinct trials already handed out. The version
+    bump makes every worker re-read the budget at its next visit."""
+    from tuner.errors import StoreError
+
+    with study_lock(store, study_id) as (conn, row):
+        settings = json.loads(row.settings)
+        handed_out = conn.execute(sa.select(sa.func.count(sa.distinct(trials.c.kt_trial_id)))
+                                  .where(trials.c.study_id == study_id)).scalar_one()
+        if max_trials < handed_out:
+            raise StoreError(f"--max-trials {max_trials}: study '{row.name}' already ran {handed_out} trials "
+                             f"(budget {settings.get('max_trials')}); give at least {handed_out}")
+        settings = {**(pin or {}), **settings, "max_trials": max_trials}
+        conn.execute(sa.update(studies).where(studies.c.id == study_id)
+                     .values(settings=json.dumps(settings, sort_keys=True), version=row.version + 1))
+        return settings
+
+
+def checkpoints_to_drop(conn: Connection, study_id: int, live: set[str]) -> set[int]:
+    """Numbers of a study's ended trials whose checkpoint nothing needs any more: their
+    keras-tuner id is not in `live` (Hyperband's live brackets) and no running trial continues
+    them. Running trials keep theirs (they write it as they end)."""
+    rows = conn.execute(sa.select(trials.c.number, trials.c.kt_trial_id, trials.c.status, trials.c.params)
+                        .where(trials.c.study_id == study_id)).all()
+    parents = {json.loads(r.params).get("tuner/trial_id") for r in rows if r.status == RUNNING}
+    return {r.number for r in rows if r.status != RUNNING and r.kt_trial_id not in live | parents}
+
+
+# --- pruning: a trial's decisions, recorded with its curve ------------------------------------
+
+
+def decision(conn: Connection, trial_id: int, epoch: int) -> bool | None:
+    """The pruner's recorded decision for trial `trial_id` at `epoch`: True went on, False
+    stopped, None not decided."""
+    value = conn.execute(sa.select(metrics.c.value).where(metrics.c.trial_id == trial_id, metrics.c.epoch == epoch,
+                                                          metrics.c.name == DECISION)).scalar()
+    return None if value is None else value > 0.5
+
+
+def stopped_at(store: Store, trial_id: int, objective: str) -> tuple[int, float | None] | None:
+    """(epoch, objective there) where the pruner stopped trial `trial_id`; None if it did not."""
+    with store.read() as conn:
+        epoch = conn.execute(sa.select(sa.func.min(metrics.c.epoch)).where(
+            metrics.c.trial_id == trial_id, metrics.c.name == DECISION, metrics.c.value < 0.5)).scalar()
+        return None if epoch is None else (int(epoch), curve(conn, trial_id, objective).get(int(epoch)))
+
+
+def record_decision(conn: Connection, trial_id: int, epoch: int, go_on: bool) -> None:
+    add_metrics(conn, trial_id, epoch, {DECISION: 1.0 if go_on else 0.0})
+
+
+def curve(conn: Connection, trial_id: int, name: str) -> dict[int, float]:
+    """Trial `trial_id`'s per-epoch values of metric `name`."""
+    rows = conn.execute(sa.select(metrics.c.epoch, metrics.c.value)
+                        .where(metrics.c.trial_id == trial_id, metrics.c.name == name, metrics.c.epoch.is_not(None)))
+    return {int(e): v for e, v in rows}
+
+
+def values_at(conn: Connection, study_id: int, name: str, epoch: int, *, decided: bool = False,
+              status: str | None = None, exclude: int | None = None) -> list[float]:
+    """Metric `name` at `epoch` across a study's trials: of those with a pruner decision at that
+    epoch (`decided`), or of a given `status`; trial `exclude` left out."""
+    value = metrics.alias("value")
+    query = (sa.select(value.c.value).join(trials, trials.c.id == value.c.trial_id)
+             .where(trials.c.study_id == study_id, value.c.name == name, value.c.epoch == epoch,
+                    value.c.value.is_not(None)))
+    if decided:
+        mark = metrics.alias("mark")
+        query = query.where(sa.exists().where(mark.c.trial_id == value.c.trial_id, mark.c.epoch == epoch,
+                                              mark.c.name == DECISION))
+    if status is not None:
+        query = query.where(trials.c.status == status)
+    if exclude is not None:
+        query = query.where(trials.c.id != exclude)
+    return [float(v) for v in conn.execute(query).scalars()]
+
+
+def count_status(conn: Connection, study_id: int, status: str) -> int:
+    return conn.execute(sa.select(sa.func.count()).where(trials.c.study_id == study_id,
+                                                         trials.c.status == status)).scalar_one()

@@ -10,9 +10,19 @@ import sqlalchemy as sa
 SCHEMA_VERSION = 1
 
 # Trial statuses. INTERRUPTED trials (Ctrl-C, SIGTERM) and FAILED ones lost with their worker
-# have their values handed out again as a new trial; a FAILED trial function is final.
-RUNNING, COMPLETED, FAILED, INTERRUPTED = "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED"
-STATUSES = (RUNNING, COMPLETED, FAILED, INTERRUPTED)
+# have their values handed out again as a new trial; a FAILED trial function is final. PRUNED:
+# stopped early by `search.early_terminate`, its curve and last objective kept. A new status is
+# a new value in a text column, not a table change: SCHEMA_VERSION stays (older tuners show it
+# as it is written).
+RUNNING, COMPLETED, FAILED, INTERRUPTED, PRUNED = "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "PRUNED"
+STATUSES = (RUNNING, COMPLETED, FAILED, INTERRUPTED, PRUNED)
+
+# Metric rows named here are the pruner's decisions, not measurements: at a decided epoch,
+# 1.0 the trial went on, 0.0 it was stopped. Kept beside the trial's curve, so a decision is
+# recorded with the trial it is about, and readers of curves leave them out.
+DECISION = "tuner/continue"
+
+STUDY_NAME_MAX = 200  # characters; the rule itself is studies.check_study_name
 
 metadata = sa.MetaData()
 
@@ -25,7 +35,7 @@ meta = sa.Table(
 studies = sa.Table(
     "studies", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("name", sa.String(STUDY_NAME_MAX), nullable=False, unique=True),
     sa.Column("space", sa.Text, nullable=False),  # the search-space YAML, verbatim
     sa.Column("objective", sa.String(200), nullable=False),
     sa.Column("direction", sa.String(3), nullable=False),  # min | max

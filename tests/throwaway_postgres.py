@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server on loopback, for tests and the coordination benchmark.
+"""A throwaway PostgreSQL server on loopback, for the tests and the coordination benchmark
+(experiments/benchmarks/coordination.py). Test-only: it is not part of the installed package.
 
 The multi-machine path of the store is PostgreSQL; it is exercised against a real server, not
 a stand-in. Debian's binaries live in /usr/lib/postgresql/<version>/bin; initdb and postgres
@@ -48,8 +49,9 @@ def _run(cmd: list[str], as_postgres: bool) -> None:
 
 
 @contextmanager
-def temporary_server() -> Iterator[str]:
-    """Starts a fresh server (fsync off, trust auth on 127.0.0.1) and yields its admin URL."""
+def temporary_server(password: str | None = None) -> Iterator[str]:
+    """Starts a fresh server (fsync off, trust auth on 127.0.0.1; with `password`, password
+    authentication) and yields its admin URL."""
     bin_dir = find_bin_dir()
     as_postgres = os.geteuid() == 0
     root = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
@@ -60,15 +62,22 @@ def temporary_server() -> Iterator[str]:
         shutil.chown(sock, "postgres", "postgres")
     port = _free_port()
     started = False
+    auth = ["-A", "trust"]
+    if password is not None:
+        (root / "pw").write_text(password)
+        if as_postgres:
+            shutil.chown(root / "pw", "postgres", "postgres")
+        auth = ["-A", "scram-sha-256", f"--pwfile={root / 'pw'}"]
     try:
-        _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
+        _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", *auth, "--no-sync",
               "-E", "UTF8", "--locale=C"], as_postgres)
         options = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
         _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(logfile), "-w", "-t", "60", "start"],
              as_postgres)
         started = True
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        user = "postgres" if password is None else f"postgres:{password}"
+        yield f"postgresql+psycopg://{user}@127.0.0.1:{port}/postgres"
     finally:
         if started:
             _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], as_postgres)
@@ -83,7 +92,7 @@ def create_database(admin_url: str, prefix: str = "t") -> str:
 
     url = make_url(admin_url)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database,
-                         autocommit=True) as conn:
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                         dbname=url.database, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.set(database=name).render_as_string(hide_password=False)

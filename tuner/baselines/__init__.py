@@ -1,0 +1,119 @@
+"""EASE and ALS beside MostPopular: the strongest simple recommenders, on the model's protocol.
+
+Each is fitted on the training part (the model's data), its hyperparameter is chosen from a
+small grid by the validation metric the model monitors, and the chosen fit is scored on test.
+Scores go through `tuner.evaluate`'s ranking, the one the model and MostPopular use. Users with
+no training interaction get MostPopular's scores, as a deployed recommender would serve them.
+Results are computed once per split and cached on disk (`cache.py`), not once per trial.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from tuner.baselines import als, ease
+from tuner.baselines.cache import cached, split_fingerprint
+from tuner.data.movielens import cache_dir
+from tuner.data.types import Split
+
+FAMILIES = {"ease": ease, "als": als}  # each module: NAME, GRID, DEFAULT, skip_reason, Model
+VERSION = 1  # part of the cache key: raise it when what a baseline computes changes
+
+
+def baselines_for(cfg, split: Split, log=None) -> dict:
+    """`{"ease": {"chosen": .., "val": .., "test": .., "grid": ..}, "als": ..}`, or `{"skipped": reason}`."""
+    ev = cfg.evaluation
+    root = cache_dir(cfg.dataset).parent / "baselines"  # beside the dataset cache: $TUNER_CACHE_DIR
+    result = {}
+    for name, module in FAMILIES.items():
+        reason = module.skip_reason(split.dataset.num_items)
+        if reason is not None:
+            result[name] = {"skipped": reason}
+            continue
+        key = split_fingerprint(split, baseline=name, grid=module.GRID, default=module.DEFAULT,
+                                ks=list(ev.ks), monitor=ev.monitor, seed=cfg.seed, version=VERSION)
+        result[name] = cached(root / f"{name}-{key}.json",
+                              lambda: tune(module, split, ev.ks, ev.monitor, cfg.seed, ev.memory_mb, log))
+    return result
+
+
+def tune(module, split: Split, ks: list[int], monitor: str, seed: int, memory_mb: float = 512,
+         log=None) -> dict:
+    """Fits every grid point, keeps the val-best (the first on ties) and scores it on val and test.
+    Without a val part there is nothing to choose on: the module's DEFAULT setting is fitted alone."""
+    from tuner.evaluate import with_cold_users
+
+    started = time.perf_counter()
+    settings = module.GRID if len(split.val) else (module.DEFAULT,)
+    if log is not None:
+        log(f"baseline {module.NAME}: fitting {len(settings)} setting(s) on this split (once; then cached)")
+    model = module.Model(user_items(split), seed)
+    grid, chosen, scorer, best = [], None, None, None
+    for params in settings:
+        fitted = model.fit(params)
+        value = score(split, "val", ks, fitted, memory_mb)[monitor] if len(split.val) else None
+        if value is not None:
+            grid.append({**params, f"val_{monitor}": value})
+        if chosen is None or (value is not None and value > best):
+            chosen, scorer, best = dict(params), fitted, value
+    val, test = (with_cold_users(lambda s, part=part: score(s, part, ks, scorer, memory_mb), split, part)
+                 for part in ("val", "test"))
+    entry = {"chosen": chosen, "chosen_on": f"val_{monitor}" if grid else "default: the split has no val part",
+             "val": val, "test": test, "grid": grid, "seconds": round(time.perf_counter() - started, 3)}
+    if log is not None:
+        log(f"baseline {_describe(module.NAME, entry)}, {entry['seconds']:.1f} s")
+    return entry
+
+
+def user_items(split: Split) -> sp.csr_matrix:
+    """Binary [num_users + 1, num_items] training matrix: row = user index, column j = item j + 1."""
+    train = split.train
+    shape = (split.dataset.num_users + 1, split.dataset.num_items)
+    matrix = sp.csr_matrix((np.ones(len(train), np.float32), (train.user, train.item - 1)), shape=shape)
+    matrix.data[:] = 1.0  # repeated pairs count once
+    return matrix
+
+
+def score(split: Split, part: str, ks: list[int], scorer, memory_mb: float = 512) -> dict[str, float]:
+    """`scorer(users) -> [len(users), num_items]` ranked by `tuner.evaluate`; {} if the part is empty."""
+    from tuner.evaluate import _queries, _rank  # here: the package stays importable without TensorFlow
+
+    queries = _queries(split, part, ks)
+    if queries is None:
+        return {}
+    num_items = split.dataset.num_items
+    popular = split.item_counts()[1:num_items + 1].astype(np.float32)
+    cold = split.user_counts() == 0
+
+    def scores(start, end):  # called from several threads at once: nothing shared is written
+        users = queries.user[start:end]
+        matrix = np.array(scorer(users), np.float32)
+        matrix[cold[users]] = popular
+        return matrix
+
+    return _rank(scores, queries, num_items, ks, memory_mb, None, f"{part} (baseline)")
+
+
+def columns(baselines: dict, part: str) -> dict[str, dict[str, float]]:
+    """Table columns ("EASE", "ALS") of the baselines that ran, for `evaluate.format_table`."""
+    return {FAMILIES[name].NAME: entry[part] for name, entry in baselines.items()
+            if "skipped" not in entry and entry.get(part)}
+
+
+def describe(baselines: dict) -> list[str]:
+    """One line per baseline: its chosen values, or why it did not run."""
+    return [_describe(FAMILIES[name].NAME, entry) for name, entry in baselines.items()]
+
+
+def _describe(label: str, entry: dict) -> str:
+    if "skipped" in entry:
+        return f"{label}: skipped: {entry['skipped']}"
+    how = f"chosen on {entry['chosen_on']} from {len(entry['grid'])} settings" if entry["grid"] else entry["chosen_on"]
+    return f"{label}: {_params(entry['chosen'])} ({how})"
+
+
+def _params(params: dict) -> str:
+    names = {"lambda": "λ", "regularization": "reg", "alpha": "α"}
+    return ", ".join(f"{names.get(k, k)} {v:g}" for k, v in params.items())

@@ -1,0 +1,68 @@
+"""Paths named on the command line, checked before any work starts: a run must not train
+for an hour and then end in a traceback because `--out` names a file, and `recommend` must
+say what is wrong with `--model` before TensorFlow loads.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tuner.errors import ConfigError
+from tuner.safe_yaml import quote
+
+SAVED_MODEL = "saved_model.pb"
+
+
+def _path(value: str, flag: str) -> Path:
+    if not value or "\x00" in value:
+        raise ConfigError(f"{flag}: {quote(value)} is not a usable path")
+    return Path(value)
+
+
+def _nearest_existing(path: Path, flag: str) -> Path:
+    """`path` or its closest ancestor that exists; every ancestor in between must be creatable."""
+    for candidate in (path, *path.parents):
+        try:
+            if candidate.exists():
+                return candidate
+        except OSError as exc:  # a name longer than the file system allows
+            raise ConfigError(f"{flag}: {quote(str(path))}: {exc.strerror or exc}") from None
+    return Path(".")
+
+
+def writable_dir(value: str, flag: str) -> Path:
+    """A directory the command may create (or write into): nothing on the way is a regular file."""
+    path = _path(value, flag)
+    found = _nearest_existing(path, flag)
+    if not found.is_dir():
+        what = "is a file" if found == path else f"is under {quote(str(found))}, which is a file"
+        raise ConfigError(f"{flag}: {quote(str(path))} {what}; give a directory (it is created if missing)")
+    if not os.access(found, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: {quote(str(path))}: cannot write into {quote(str(found))} (permission denied)")
+    return path
+
+
+def writable_file(value: str, flag: str) -> Path:
+    """A file the command may write: not a directory, and its folder can be made."""
+    path = _path(value, flag)
+    if path.is_dir():
+        raise ConfigError(f"{flag}: {quote(str(path))} is a directory; give a file name")
+    writable_dir(str(path.parent), flag)
+    return path
+
+
+def saved_model_dir(value: str, flag: str) -> Path:
+    """A model folder written by `tuner train` (DIR/model), or the run folder DIR that holds one."""
+    path = _path(value, flag)
+    if (path / SAVED_MODEL).is_file():
+        return path
+    if (path / "model" / SAVED_MODEL).is_file():
+        return path / "model"
+    if not path.exists():
+        problem = "not found"
+    elif not path.is_dir():
+        problem = "is a file, not a model folder"
+    else:
+        problem = f"has no {SAVED_MODEL}"
+    raise ConfigError(f"{flag}: {quote(str(path))} {problem}; give the model folder `tuner train --out DIR` "
+                      f"wrote (DIR/model)")

@@ -1,0 +1,86 @@
+"""Studies: created from a space and its checked search settings, or resumed with the same ones.
+
+The search settings arrive checked (`tuner.space.search_settings`); what is checked here is
+only what a space cannot know: the heartbeat timeout, and whether this machine can run the
+oracle. Light on purpose: no keras_tuner import (the HyperParameters object comes built); a
+space's own towers (`model.towers`) are built and checked in a child process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+from tuner import config, usercode
+from tuner.errors import ConfigError
+from tuner.space import SearchSettings, Space
+from tuner.store import Store, Study, api, create_or_get_study, list_studies
+
+
+def create_or_resume_study(store: Store, name: str, space: Space, *, search: SearchSettings | None = None,
+                           heartbeat_timeout: float = 60.0, budget: str = "set") -> Study:
+    """The study `name` (created if new) searching `space`, with the space's own search settings
+    or `search` (the space's, with command-line overrides). The space's text is stored, so a
+    worker on another machine needs no file. See `create_or_resume_custom_study`.
+
+    A space with its own towers has them built once on a tiny batch first (a one-line
+    ConfigError, and no study, when they fail); the study records the code's fingerprint, and
+    resuming it with other code is refused, as workers with other code refuse to join."""
+    cfg, towers = config.from_dict(space.base, space.source), None
+    if cfg.model.towers is not None:
+        towers = usercode.check_towers_in_child(cfg)
+        for existing in (s for s in list_studies(store) if s.name == name):
+            usercode.verify(existing.settings.get("towers"), f"study '{name}'")
+    return create_or_resume_custom_study(store, name, space.text, space.hyperparameters(), search or space.search,
+                                         heartbeat_timeout=heartbeat_timeout, budget=budget, towers=towers)
+
+
+def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparameters, search: SearchSettings, *,
+                                  heartbeat_timeout: float = 60.0, budget: str = "set", towers: dict | None = None
+                                  ) -> Study:
+    """The study `name` searching any keras_tuner.HyperParameters, for trial functions that do
+    not train configs (tests, benchmarks); `text` is stored as the study's space.
+
+    `search.max_trials` counts distinct trials (re-runs of a lost trial are not new trials);
+    Hyperband also stops by itself when its brackets are done. `search.retries`: how often the
+    values of a trial whose worker died are run again. A RUNNING trial whose heartbeat is older
+    than `heartbeat_timeout` seconds is failed by whichever worker notices; heartbeats are
+    written and judged on the database's clock, so the workers' clocks need not agree.
+    An existing study must have the same space and settings (else StoreError), except its
+    budget: `budget` "set" (`--max-trials`) makes `search.max_trials` the study's budget, larger
+    or smaller, but never below the trials already handed out (StoreError, nothing changed);
+    "extend" (the space's own value) only ever raises it, so re-running a search whose budget
+    was extended on the command line keeps the larger budget. `towers`: the fingerprint of the
+    space's own towers (`usercode.fingerprint`), recorded for workers to compare.
+    """
+    where = f"study '{name}'"
+    if heartbeat_timeout <= 0:
+        raise ConfigError(f"{where}: search.heartbeat_timeout: must be > 0 seconds")
+    if search.oracle == "bayesian":
+        missing = [m for m in ("sklearn", "scipy") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"{where}: search.oracle: bayesian needs {' and '.join(missing)} "
+                              "(pip install scikit-learn scipy), or use random, hyperband or grid")
+    settings = {"max_trials": search.max_trials, "seed": search.seed, "retries": search.retries,
+                "heartbeat_timeout": heartbeat_timeout, "hyperparameters": hyperparameters.get_config()}
+    if search.oracle == "hyperband":
+        settings.update(max_epochs=search.max_epochs, factor=search.factor)
+    if search.early_terminate is not None:
+        settings["early_terminate"] = search.early_terminate
+    if towers is not None:
+        settings["towers"] = towers
+    study, created = create_or_get_study(store, name=name, space=text, objective=search.objective,
+                                         direction=search.direction, oracle=search.oracle, settings=settings,
+                                         resizable=("max_trials", "initial_points"))
+    wanted, stored = search.max_trials, study.settings.get("max_trials")
+    if created or wanted is None or wanted == stored or (budget == "extend" and stored is not None and wanted < stored):
+        return study
+    # the Bayesian oracle's random start stays the one computed from the first budget
+    pin = {"initial_points": bayesian_initial_points(stored)} if search.oracle == "bayesian" and stored else {}
+    new_settings = api.resize_budget(store, study.id, wanted, pin=pin)
+    return dataclasses.replace(study, settings=new_settings)
+
+
+def bayesian_initial_points(max_trials: int) -> int:
+    """Random trials before the Gaussian process takes over. Keras Tuner's default, three per
+    dimension (48 for the `full` space), would spend most budgets on random search."""
+    return max(3, max_trials // 4)

@@ -1,0 +1,152 @@
+"""Studies: created once, resumed only with the same space and settings, listed with their trial counts;
+and the one rule for study names, which every command and the space's `search.study` apply."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tuner.errors import ConfigError, StoreError
+from tuner.safe_yaml import quote
+from tuner.store.engine import Store
+from tuner.store.schema import STUDY_NAME_MAX, studies, trials
+
+
+def _name_rule(what: str, longest: int) -> str:
+    return (f"{what} is 1 to {longest} printable characters (no tabs, newlines or other control characters), "
+            "not starting or ending with a space")
+
+
+STUDY_NAME_RULE = _name_rule("a study name", STUDY_NAME_MAX)
+WORKER_ID_MAX = trials.c.worker.type.length  # the column a worker's name is written to
+WORKER_ID_RULE = _name_rule("a worker id", WORKER_ID_MAX)
+
+
+def check_study_name(name, where: str = "study name") -> str:
+    """`name` if it follows STUDY_NAME_RULE, else a one-line ConfigError naming `where` (the
+    flag or key it came from). One rule everywhere: a name `search` accepts is one every other
+    command finds, and one that fits the name column and a report's file name."""
+    return _check_name(name, where, STUDY_NAME_MAX, STUDY_NAME_RULE)
+
+
+def check_worker_id(worker_id, where: str = "--worker-id") -> str:
+    """The same rule for the name a worker writes on its trials (`status` shows it in a column)."""
+    return _check_name(worker_id, where, WORKER_ID_MAX, WORKER_ID_RULE)
+
+
+def _check_name(name, where: str, longest: int, rule: str) -> str:
+    if not isinstance(name, str):
+        problem = f"is {type(name).__name__}, not text"
+    elif not name.strip():
+        problem = "is empty" if not name else "is blank"
+    elif len(name) > longest:
+        problem = f"has {len(name):,} characters"
+    elif not name.isprintable():
+        problem = "has a control character"
+    elif name != name.strip():
+        problem = "starts or ends with a space"
+    else:
+        return name
+    raise ConfigError(f"{where}: {quote(name, 60)} {problem}; {rule}")
+
+
+def study_slug(name: str) -> str:
+    """A file name for study `name` (its report page, its artifact folder): the name itself when
+    made of lower-case letters, digits, '.', '_' and '-'; any other name becomes a slug of those
+    plus a hash of the exact name (`a'b"c` and `a;b;c` must not share a file, nor `Temp` and
+    `temp` on a case-insensitive file system). At most 80 + 11 ASCII characters."""
+    slug = re.sub(r"[^a-z0-9._-]+", "_", name.lower()).strip("._")[:80] or "study"
+    if slug != name:
+        slug += "-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return slug
+
+
+@dataclass(frozen=True)
+class Study:
+    id: int
+    name: str
+    space: str  # the search-space YAML text
+    objective: str
+    direction: str  # min | max
+    oracle: str
+    settings: dict  # max_trials, seed, retries, heartbeat_timeout, hyperparameters, ...
+    created: datetime
+    counts: dict = field(default_factory=dict)  # trials per status
+
+
+def _study(row, counts: dict | None = None) -> Study:
+    return Study(row.id, row.name, row.space, row.objective, row.direction, row.oracle,
+                 json.loads(row.settings), row.created, counts or {})
+
+
+def _counts(conn: Connection, study_ids: list[int]) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {i: {} for i in study_ids}
+    query = (sa.select(trials.c.study_id, trials.c.status, sa.func.count())
+             .where(trials.c.study_id.in_(study_ids)).group_by(trials.c.study_id, trials.c.status))
+    for study_id, status, n in conn.execute(query):
+        out[study_id][status] = n
+    return out
+
+
+def _row(conn: Connection, name: str):
+    return conn.execute(sa.select(studies).where(studies.c.name == name)).first()
+
+
+def create_or_get_study(store: Store, *, name: str, space: str, objective: str, direction: str, oracle: str,
+                        settings: dict, resizable: tuple[str, ...] = ()) -> tuple[Study, bool]:
+    """The study `name`, created if new; (study, created). An existing study must match exactly:
+    resuming with another space or other settings would mix incomparable trials. Settings named
+    in `resizable` (the budget) may differ: the caller changes them (`api.resize_budget`)."""
+    check_study_name(name)
+    settings = json.loads(json.dumps(settings, sort_keys=True))
+    wanted = {"space": space, "objective": objective, "direction": direction, "oracle": oracle}
+    with store.write() as conn:
+        row = _row(conn, name)
+        created = row is None
+        if created:
+            try:
+                with conn.begin_nested():  # a savepoint: losing the race to create it undoes only the insert
+                    # `created` is shown by `tuner studies` only, so this machine's clock will do
+                    conn.execute(sa.insert(studies).values(
+                        name=name, settings=json.dumps(settings), version=0,
+                        created=datetime.now(timezone.utc).replace(tzinfo=None), **wanted))
+            except sa.exc.IntegrityError:  # PostgreSQL: created concurrently by another process; compare with it
+                created = False
+            row = _row(conn, name)
+    study = _study(row)
+    if created:
+        return study, True
+    differ = [k for k, v in wanted.items() if getattr(study, k) != v]
+    differ += [f"search.{k}" for k in sorted(set(settings) | set(study.settings))
+               if k not in resizable and settings.get(k) != study.settings.get(k)]
+    if differ:
+        raise StoreError(f"{store.url}: study '{name}' exists with a different {', '.join(differ)}; "
+                         "resume it with the same space and search settings, or choose another study name")
+    return study, False
+
+
+def get_study(store: Store, name: str, conn: Connection | None = None) -> Study:
+    """The study `name` with its trial counts; a one-line error listing the known studies if absent."""
+    check_study_name(name)
+    if conn is None:
+        with store.read() as conn:
+            return get_study(store, name, conn)
+    row = _row(conn, name)
+    if row is None:
+        names = conn.execute(sa.select(studies.c.name).order_by(studies.c.name)).scalars().all()
+        known = f"studies: {', '.join(names)}" if names else "no studies yet"
+        raise StoreError(f"{store.url}: no study named '{name}' ({known})")
+    return _study(row, _counts(conn, [row.id])[row.id])
+
+
+def list_studies(store: Store) -> list[Study]:
+    """Every study, oldest first, with its trial counts."""
+    with store.read() as conn:
+        rows = conn.execute(sa.select(studies).order_by(studies.c.created, studies.c.id)).all()
+        counts = _counts(conn, [r.id for r in rows])
+    return [_study(r, counts[r.id]) for r in rows]
