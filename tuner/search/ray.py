@@ -18,7 +18,7 @@ import threading
 import time
 
 from tuner.errors import ConfigError, TunerError
-from tuner.store import api
+from tuner.store.engine import mask_url, one_line
 
 # An actor that keeps dying (a node that keeps failing, a trial that always runs out of memory)
 # should not be restarted forever; three restarts ride out a lost node or two.
@@ -81,7 +81,7 @@ def _connect(ray, address: str) -> None:
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"--ray {address}: cannot connect to a Ray cluster ({api.one_line(exc)}); {hint}") from None
+        raise ConfigError(f"--ray {address}: cannot connect to a Ray cluster ({one_line(exc)}); {hint}") from None
 
 
 def _endpoint(address: str) -> tuple[str, int] | None:
@@ -95,7 +95,7 @@ def _endpoint(address: str) -> tuple[str, int] | None:
 def _check_store(store_url: str, address: str, nodes: int) -> None:
     """SQLite is a file on one machine: workers on other nodes could not reach it."""
     if store_url.startswith("sqlite") and nodes > 1:
-        raise ConfigError(f"--storage {api.mask_url(store_url)}: the Ray cluster at {address} has {nodes} nodes, and "
+        raise ConfigError(f"--storage {mask_url(store_url)}: the Ray cluster at {address} has {nodes} nodes, and "
                           "workers on several machines need a PostgreSQL store (--storage postgresql+psycopg://…); "
                           "SQLite works only on a one-node cluster")
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from tuner.errors import ConfigError, TrialLost
 from tuner.search.pruning import decide, pruner_for
 from tuner.store import Store, api, open_store
+from tuner.store.engine import one_line
 from tuner.store.schema import COMPLETED, FAILED, PRUNED
 
 
@@ -115,7 +116,7 @@ class Heartbeat(threading.Thread):
                     return
             except Exception as exc:  # noqa: BLE001 - logged; the next beat retries
                 self.log(f"trial {self.ctx.number}: heartbeat failed, retrying in {self.interval:.1f} s: "
-                         f"{api.one_line(exc)}")
+                         f"{one_line(exc)}")
 
     def stop(self):
         self.done.set()

@@ -23,6 +23,7 @@ from typing import Callable
 from tuner import usercode
 from tuner.errors import ConfigError, TrialLost
 from tuner.store import DEFAULT_URL, Store, Study, api, get_study, open_store
+from tuner.store.engine import one_line
 from tuner.store.schema import COMPLETED, FAILED, INTERRUPTED, PRUNED, RUNNING
 from tuner.search import artifacts as artifact_files
 from tuner.search.trial import Heartbeat, Outcome, TrialContext, judge, load_trial_fn, short_values
@@ -157,7 +158,7 @@ class _Worker:
         except TrialLost as exc:
             outcome = Outcome(FAILED, error=str(exc))
         except Exception as exc:
-            outcome = Outcome(FAILED, error=api.one_line(exc), traceback=traceback.format_exc())
+            outcome = Outcome(FAILED, error=one_line(exc), traceback=traceback.format_exc())
         finally:
             beat.stop()
         took = time.monotonic() - started

@@ -17,12 +17,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-# Opening, studies and reads live in their own modules; their names stay reachable here
-# (`api.get_study`, `api.Store`, ...) for callers written against this module.
-from tuner.store.engine import DEFAULT_URL, Store, mask_url, one_line, open_store  # noqa: F401
-from tuner.store.reads import MetricRecord, TrialRecord, best_trial, list_metrics, list_trials  # noqa: F401
+from tuner.store.engine import Store
 from tuner.store.schema import COMPLETED, DECISION, RUNNING, metrics, studies, trials
-from tuner.store.studies import Study, create_or_get_study, get_study, list_studies  # noqa: F401
 
 
 def utcnow() -> datetime:
