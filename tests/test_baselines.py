@@ -16,6 +16,7 @@ from tuner import config
 from tuner.baselines import als, baselines_for, ease, score, tune, user_items
 from tuner.data import load_dataset, make_split
 from tuner.data.types import Dataset, Interactions, Split
+from tuner.errors import ConfigError
 from tuner.evaluate import evaluate, most_popular
 
 import tensorflow as tf  # noqa: E402
@@ -190,6 +191,19 @@ def test_results_are_cached_per_split_and_read_back_without_recomputing(tmp_path
     third = baselines_for(other, synthetic_split(other))
     assert third["ease"]["test"]["recall@10"] > 0
     assert len(list((tmp_path / "baselines").glob("ease-*.json"))) == 2
+
+
+def test_evaluation_baselines_chooses_which_run_and_an_empty_list_fits_none(tmp_path):
+    data = synthetic_config(tmp_path)
+    only_ease = config.from_dict({**data, "evaluation": {**data["evaluation"], "baselines": ["ease"]}}, "test")
+    split = synthetic_split(only_ease)
+    assert list(baselines_for(only_ease, split)) == ["ease"]
+    none = config.from_dict({**data, "evaluation": {**data["evaluation"], "baselines": []}}, "test")
+    logged = []
+    assert baselines_for(none, split, log=logged.append) == {} and logged == []
+    assert list((tmp_path / "baselines").glob("*.json")) == list((tmp_path / "baselines").glob("ease-*.json"))
+    with pytest.raises(ConfigError, match=r"^c.yaml: evaluation.baselines: 'knn' is not one of ease, als$"):
+        config.from_dict({"evaluation": {"baselines": ["knn"]}}, "c.yaml")
 
 
 def tuner_cli(*args: str) -> subprocess.CompletedProcess:

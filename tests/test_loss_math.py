@@ -175,6 +175,22 @@ def test_mns_mixture_probabilities_and_hits_on_uniform_columns():
                                          num_batch=b)) > 1e-3
 
 
+@pytest.mark.parametrize("weight", [0.0, 1.5])
+def test_logq_weight_scales_every_columns_correction(weight):
+    """w·log q = log q^w: the in-batch and the uniform (mixture) columns alike."""
+    model = make_model(negatives={"strategy": "mns", "mns_batch_size": 3},
+                       retrieval={"logq": "counts", "logq_weight": weight, "temperature": 0.2})
+    items, uniform = [1, 2, 4, 7], [7, 10, 2]
+    features = batch([1, 2, 3, 4], items, uniform_negatives=uniform)
+    columns = items + uniform
+    qe, ce = embed(model, features, columns)
+    mixture = (4 * unigram(columns) + 3 / NUM_ITEMS) / 7
+    expected = reference_loss(qe, ce, items, columns, temperature=0.2, q=mixture ** weight, num_batch=4)
+    assert loss(model, features) == pytest.approx(expected, rel=1e-5)
+    unweighted = reference_loss(qe, ce, items, columns, temperature=0.2, q=mixture, num_batch=4)
+    assert abs(expected - unweighted) > 1e-3
+
+
 def test_mns_without_logq_has_no_correction():
     model = make_model(negatives={"strategy": "mns", "mns_batch_size": 2})
     users, items, uniform = [1, 2, 3], [1, 2, 4], [5, 9]

@@ -243,6 +243,18 @@ def test_an_unknown_engine_is_a_one_line_error(tmp_path):
     assert len(error) == 1 and "search.engine" in error[0] and "local, ray" in error[0], out.stderr
 
 
+def test_ray_missing_is_refused_before_a_study_is_created(tmp_path):
+    """Where Ray cannot be imported (hidden here), --ray is a one-line error and no store is made."""
+    db = tmp_path / "s.db"
+    code = ("import sys; sys.modules['ray'] = None; import tuner.cli; "
+            f"sys.exit(tuner.cli.main(['search', '--space', {str(tiny_space(tmp_path))!r}, '--ray', "
+            f"'--storage', 'sqlite:///{db}']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip() == "tuner: error: --ray: Ray is not installed; pip install 'tuner[ray]'"
+    assert not db.exists()
+
+
 def test_an_address_where_no_cluster_listens_is_a_one_line_error(tmp_path):
     """Not minutes of retries inside ray.init: a refused connection is reported at once."""
     if importlib.util.find_spec("ray") is None and os.environ.get("TUNER_REQUIRE_RAY") != "1":

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tuner import report
-from tuner.store import COMPLETED, FAILED, RUNNING, StoreError, api, create_or_get_study, open_store
+from tuner.store import COMPLETED, FAILED, PRUNED, RUNNING, StoreError, api, create_or_get_study, open_store
 
 OBJECTIVE = "val_recall@10"
 INJECTION = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -114,6 +114,25 @@ def html_text(page: str) -> str:
 
 
 # --- the page as a file -------------------------------------------------------------------------
+
+
+def test_a_pruned_search_ranks_importance_on_the_epoch_every_trial_reached(sqlite_url, tmp_path):
+    """Two trials completed, ten were pruned: the importance uses all twelve at epoch 1 (the
+    pruned ones' curves go to epoch 1 or 2), and says so; a later epoch's values are not used."""
+    store = open_store(sqlite_url)
+    study = make_study(store, "pruned")
+    rng = random.Random(3)
+    for i in range(12):
+        params = {"retrieval.temperature": 10 ** rng.uniform(-3, 0), "training.learning_rate": 10 ** rng.uniform(-3, -1),
+                  "negatives.strategy": rng.choice(["in_batch", "mns"])}
+        q = quality(params["retrieval.temperature"])
+        epochs = 4 if i < 2 else 1 + i % 2
+        add_trial(store, study, params, epochs=curve(q, epochs), status=COMPLETED if i < 2 else PRUNED,
+                  finals={OBJECTIVE: q} if i < 2 else {})
+    result = report.write_report(store, "pruned", tmp_path / "r.html")
+    assert [i.parameter for i in result.importance][0] == "retrieval.temperature", result.importance
+    assert "12 completed and pruned trials, on the objective at epoch 1" in result.importance_note
+    store.close()
 
 
 def test_report_rows_types_and_escaping(sqlite_url, tmp_path):

@@ -194,7 +194,7 @@ def test_a_resumed_study_continues_exactly_where_it_stopped(tmp_path, oracle, se
 
 def test_a_larger_budget_extends_a_study_and_its_oracle_and_a_smaller_one_is_refused(tmp_path):
     """A study of 3 trials given 5 runs the same 5 trials as a study of 5 from the start; a
-    budget below the trials already run is a one-line error that changes nothing; the space's
+    smaller budget is a one-line error that changes nothing, also when no trial ran; the space's
     own smaller budget (no --max-trials) leaves an extended study's budget as it is."""
     from tuner.store import StoreError, get_study
 
@@ -207,8 +207,13 @@ def test_a_larger_budget_extends_a_study_and_its_oracle_and_a_smaller_one_is_ref
 
     with pytest.raises(StoreError) as err:
         new_study(extended, max_trials=2)
-    assert str(err.value) == "--max-trials 2: study 's' already ran 3 trials (budget 3); give at least 3"
+    assert str(err.value) == ("--max-trials 2: study 's' has a budget of 3 trials (3 run) and a budget only grows; "
+                              "give at least 3, or a new --study")
     assert get_study(store, "s").settings["max_trials"] == 3
+    fresh = new_study(straight.replace("straight", "fresh"), max_trials=6)
+    with pytest.raises(StoreError, match="budget of 6 trials [(]0 run[)]"):
+        new_study(straight.replace("straight", "fresh"), max_trials=4)
+    assert get_study(fresh, "s").settings["max_trials"] == 6
 
     new_study(extended, max_trials=5)
     assert get_study(store, "s").settings["max_trials"] == 5
@@ -343,7 +348,7 @@ def test_bad_search_settings_are_one_line_errors(sqlite_url, settings, message):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("no_colon", "expected 'package.module:function' or 'path/to/file.py:function'"),
+    ("no_colon", "trial function: 'no_colon' is not 'package.module:function' or 'path/to/file.py:function'"),
     ("tuner.nosuchmodule:f", "cannot import tuner.nosuchmodule"),
     ("tuner.config:nosuchfunction", "tuner.config has no function 'nosuchfunction'"),
     ("/nonexistent/trials.py:f", "file not found"),

@@ -125,7 +125,11 @@ def _search_settings(args, space):
             s = s.replace(flag, **{key: getattr(args, key)})
     if not 0 < args.cpus_per_worker < float("inf"):  # also nan
         raise ConfigError(f"--cpus-per-worker: must be a finite number of CPUs > 0 (got {args.cpus_per_worker})")
-    if not (args.ray or s.engine == "ray"):  # a Ray cluster places actors by its own resources
+    if args.ray or s.engine == "ray":
+        from tuner.search.ray import require_ray
+
+        require_ray()  # before the store opens: a study is not created for workers that cannot start
+    else:  # a Ray cluster places actors by its own resources
         check_local_workers(s.workers, "--workers" if args.workers is not None else f"{space.source}: search.workers")
     return s
 

@@ -83,6 +83,8 @@ class ModelConfig:
 class RetrievalConfig:
     temperature: float = 1.0
     logq: str = "none"  # none | counts (training frequencies) | streaming (Yi et al. 2019)
+    logq_weight: float = 1.0  # w in u·v/τ − w·log q: 1 unbiased; w > 1 leaves (w − 1)·log q of popularity in the scores
+    logq_window: float = 1.0  # counts: q from the most recent share of the training log; < 1 favours items on the rise
     estimator_buckets: int = 1 << 20  # streaming estimator hash size (arrays A and B)
     estimator_alpha: float = 0.01  # streaming estimator learning rate
     hard_negatives: int = 0  # keep only the N highest-scoring negatives per query; 0 = all
@@ -118,9 +120,13 @@ class EvaluationConfig:
     # per-epoch val (monitor, early stopping, pruning) on a seeded sample of this many val users;
     # null: all of them up to DEFAULT_VAL_USERS, else a sample of that many. Final metrics use all.
     val_users: int | None = None
+    # strong simple recommenders scored beside the model and MostPopular, once per split (cached);
+    # [] skips them, e.g. in experiments at a scale where fitting ALS's grid costs minutes
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
 
 
 DEFAULT_VAL_USERS = 5000
+BASELINES = ("ease", "als")
 
 
 @dataclass
@@ -285,6 +291,12 @@ def validate(cfg: Config, source: str = "config") -> Config:
             "read only by the function in model.towers (set model.towers, or remove model.params)")
     require(r.temperature > 0 and math.isfinite(r.temperature), source, "retrieval.temperature", "must be > 0")
     one_of(r.logq, LOGQ, source, "retrieval.logq")
+    require(r.logq_weight >= 0, source, "retrieval.logq_weight", "must be >= 0 (1 = the unbiased correction)")
+    require(r.logq != "none" or r.logq_weight == 1, source, "retrieval.logq_weight",
+            "scales the logQ correction: set retrieval.logq to counts or streaming, or leave it at 1")
+    require(0 < r.logq_window <= 1, source, "retrieval.logq_window", "must be in (0, 1] (1 = all training interactions)")
+    require(r.logq == "counts" or r.logq_window == 1, source, "retrieval.logq_window",
+            "a share of the training log to count q over: set retrieval.logq to counts, or leave it at 1")
     require(r.estimator_buckets >= 1, source, "retrieval.estimator_buckets", "must be >= 1")
     require(0 < r.estimator_alpha <= 1, source, "retrieval.estimator_alpha", "must be in (0, 1]")
     require(r.hard_negatives >= 0, source, "retrieval.hard_negatives", "must be >= 0 (0 = use all negatives)")
@@ -315,6 +327,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
     require(e.val_users is None or e.val_users >= 1, source, "evaluation.val_users",
             f"must be an integer >= 1, or null for the default (all val users up to {DEFAULT_VAL_USERS:,}, "
             f"else a seeded sample of {DEFAULT_VAL_USERS:,})")
+    require(len(set(e.baselines)) == len(e.baselines), source,
+            "evaluation.baselines", f"a list of distinct names from {', '.join(BASELINES)} ([] for none)")
+    for name in e.baselines:
+        one_of(name, BASELINES, source, "evaluation.baselines")
     return cfg
 
 

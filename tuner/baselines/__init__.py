@@ -23,11 +23,13 @@ VERSION = 1  # part of the cache key: raise it when what a baseline computes cha
 
 
 def baselines_for(cfg, split: Split, log=None) -> dict:
-    """`{"ease": {"chosen": .., "val": .., "test": .., "grid": ..}, "als": ..}`, or `{"skipped": reason}`."""
+    """`{"ease": {"chosen": .., "val": .., "test": .., "grid": ..}, "als": ..}`, or `{"skipped": reason}`,
+    for the baselines `evaluation.baselines` names."""
     ev = cfg.evaluation
     root = cache_dir(cfg.dataset).parent / "baselines"  # beside the dataset cache: $TUNER_CACHE_DIR
     result = {}
-    for name, module in FAMILIES.items():
+    for name in ev.baselines:
+        module = FAMILIES[name]
         reason = module.skip_reason(split.dataset.num_items)
         if reason is not None:
             result[name] = {"skipped": reason}

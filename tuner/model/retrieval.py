@@ -20,7 +20,7 @@ from tuner.model.bank import CrossBatchBank
 from tuner.model.custom import TowersContext, user_towers
 from tuner.model.frequency import StreamingFrequencyEstimator
 from tuner.model.regularization import l2_penalty, regularized_weights
-from tuner.model.sampling import mns_mixture_probability, unigram_probabilities
+from tuner.model.sampling import mns_mixture_probability, unigram_probabilities, window_counts
 from tuner.model.softmax import (accidental_hits, balanced_cross_batch_loss, corrected_logits, cross_entropy,
                                  log_probability)
 from tuner.model.towers import CandidateTower, OovEmbedding, QueryTower
@@ -31,11 +31,12 @@ class TwoTowerModel(tfrs.Model):
 
     `compute_loss` features: "user" int32[B], "item" int32[B], optional "weight" float32[B],
     "history" int32[B, N] when the config has a history, "uniform_negatives" int32[B'] for MNS.
+    `logq_counts`: the counts logQ "counts" reads, when not `item_counts` (`retrieval.logq_window`).
     """
 
     def __init__(self, cfg: Config, num_users: int, num_items: int, item_counts: np.ndarray,
                  user_features: dict | None = None, item_features: dict | None = None,
-                 user_counts: np.ndarray | None = None):
+                 user_counts: np.ndarray | None = None, logq_counts: np.ndarray | None = None):
         super().__init__()
         m, r, n = cfg.model, cfg.retrieval, cfg.negatives
         self.cfg = cfg
@@ -60,11 +61,11 @@ class TwoTowerModel(tfrs.Model):
                                           known_users=known_users, id_dropout=m.id_dropout)
         self.temperature, self.hard_negatives = r.temperature, r.hard_negatives
         self.remove_accidental_hits = r.remove_accidental_hits
-        self.strategy, self.logq = n.strategy, r.logq
+        self.strategy, self.logq, self.logq_weight = n.strategy, r.logq, r.logq_weight
         self.balanced_cbns = n.strategy == "cbns" and n.cbns_gradient == "balanced"
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         if r.logq == "counts":
-            self.unigram = tf.constant(unigram_probabilities(item_counts))
+            self.unigram = tf.constant(unigram_probabilities(item_counts if logq_counts is None else logq_counts))
         elif r.logq == "streaming":
             self.estimator = StreamingFrequencyEstimator(r.estimator_buckets, r.estimator_alpha,
                                                          cfg.training.batch_size, name="frequency")
@@ -166,6 +167,9 @@ class TwoTowerModel(tfrs.Model):
             if p is not None:
                 log_q = tf.concat([batch_log_q, bank_log_q], 0)
 
+        if log_q is not None and self.logq_weight != 1:
+            # the softmax then learns u·v/τ ≈ log p(item | user) − (1 − w)·log q: w > 1 keeps popularity in the scores
+            log_q = self.logq_weight * log_q
         hits = accidental_hits(items, ids) if self.remove_accidental_hits else None
         weight = features.get("weight")
         if self.balanced_cbns:
@@ -183,9 +187,10 @@ class TwoTowerModel(tfrs.Model):
 
 
 def build_model(cfg: Config, split: Split, model_cls: type[TwoTowerModel] = TwoTowerModel) -> TwoTowerModel:
-    """The model for `cfg` over `split`'s dataset; logQ "counts" uses the training item counts, and
-    users and items without training interactions read the out-of-vocabulary row."""
-    data, m = split.dataset, cfg.model
+    """The model for `cfg` over `split`'s dataset; logQ "counts" uses the training item counts (of the
+    last `retrieval.logq_window` of the time-ordered training part), and users and items without
+    training interactions read the out-of-vocabulary row."""
+    data, m, window = split.dataset, cfg.model, cfg.retrieval.logq_window
     for kind, wanted, available in (("user", m.user_features, data.user_features),
                                     ("item", m.item_features, data.item_features)):
         if wanted and not available:
@@ -193,6 +198,7 @@ def build_model(cfg: Config, split: Split, model_cls: type[TwoTowerModel] = TwoT
                              f"(set model.{kind}_features: false)")
     return model_cls(
         cfg, data.num_users, data.num_items, split.item_counts(), user_counts=split.user_counts(),
+        logq_counts=window_counts(split.train.item, data.num_items, window) if window < 1 else None,
         user_features=data.user_features if m.user_features else None,
         item_features=data.item_features if m.item_features else None,
     )

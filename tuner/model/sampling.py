@@ -21,6 +21,17 @@ def unigram_probabilities(counts: np.ndarray) -> np.ndarray:
     return (np.where(counts > 0, counts, 0.5) / total).astype(np.float32)
 
 
+def window_counts(items: np.ndarray, num_items: int, share: float) -> np.ndarray:
+    """Counts of item indices 0..num_items over the last `share` (0 < share ≤ 1) of a time-ordered item stream.
+
+    As logQ's q they make the softmax learn log p(item | user) + log(q_recent / q_all): items whose
+    popularity rises toward the end of training are favoured, those that faded pushed down.
+    """
+    items = np.asarray(items)
+    recent = items[len(items) - max(1, int(np.ceil(share * len(items)))):]
+    return np.bincount(recent, minlength=num_items + 1).astype(np.int64)
+
+
 def mns_mixture_probability(p, num_batch, num_uniform, num_items):
     """Per-draw probability of a column under mixed negative sampling (Yang et al. 2020):
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from tuner.report.data import StudyData, is_number
-from tuner.store import COMPLETED
+from tuner.store import COMPLETED, PRUNED
 
 MIN_IMPORTANCE_TRIALS = 4
 IMPORTANCE_METHOD = ("random-forest permutation importance: a 200-tree random forest (scikit-learn) is fitted to "
@@ -26,10 +26,15 @@ def parameter_importance(data: StudyData) -> tuple[list[Importance], str]:
     thresholds, so log-scale parameters need no log transform: the ranking is the same."""
     done = [t for t in data.trials
             if t.status == COMPLETED and t.objective is not None and math.isfinite(t.objective)]
+    y, counted = [t.objective for t in done], f"{len(done)} completed trials"
     if len(done) < MIN_IMPORTANCE_TRIALS:
-        return [], (f"not computed: needs at least {MIN_IMPORTANCE_TRIALS} completed trials with an objective "
-                    f"(have {len(done)})")
-    y = [t.objective for t in done]
+        done, y, epoch = _at_first_rung(data)
+        if len(done) < MIN_IMPORTANCE_TRIALS:
+            return [], (f"not computed: needs at least {MIN_IMPORTANCE_TRIALS} completed trials with an objective "
+                        f"(have {sum(t.status == COMPLETED for t in data.trials)}), or as many pruned and "
+                        "completed trials with a value at one epoch")
+        counted = (f"{len(done)} completed and pruned trials, on the objective at epoch {epoch}, which all reached "
+                   "(too few completed: a pruned search)")
     if max(y) == min(y):
         return [], "not computed: every completed trial has the same objective"
     import numpy as np
@@ -58,7 +63,21 @@ def parameter_importance(data: StudyData) -> tuple[list[Importance], str]:
     mean, std = _permutation_importance(model, x, y, repeats=20)
     ranked = sorted((Importance(name, float(m), float(s)) for name, m, s in zip(x.columns, mean, std)),
                     key=lambda i: -i.score)
-    return ranked, f"{IMPORTANCE_METHOD}; {len(done)} completed trials"
+    return ranked, f"{IMPORTANCE_METHOD}; {counted}"
+
+
+def _at_first_rung(data: StudyData) -> tuple[list, list[float], int | None]:
+    """Completed and pruned trials with their objective at the last epoch all of them reached.
+    When pruning stops most trials, that early value is what every trial has; the importance it
+    gives is that of the early objective, which is what pruning judged the trials by."""
+    objective = data.study.objective
+    curves = {n: dict(c) for n, c in data.curves.get(objective, {}).items()}
+    trials = [t for t in data.trials if t.status in (COMPLETED, PRUNED) and curves.get(t.number)]
+    if not trials:
+        return [], [], None
+    epoch = min(max(curves[t.number]) for t in trials)
+    trials = [t for t in trials if epoch in curves[t.number]]
+    return trials, [curves[t.number][epoch] for t in trials], epoch
 
 
 def _permutation_importance(model, x, y, repeats: int):

@@ -11,6 +11,7 @@ imported without `--ray` or `search.engine: ray`.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import os
 import socket
@@ -57,6 +58,15 @@ def run_ray_workers(address: str, store_url: str, study: str, workers: int, *, c
         ray.shutdown()  # actors owned by this driver go with it
 
 
+def require_ray() -> None:
+    """ConfigError unless Ray can be imported; cheap (Ray itself is not imported)."""
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(RAY_MISSING)
+
+
+RAY_MISSING = "--ray: Ray is not installed; pip install 'tuner[ray]'"
+
+
 def _import_ray():
     # Worker lines carry Ray's "(node … pid=…)" prefix, uncoloured, and are never folded into
     # "[repeated 2x across cluster]": progress lines from several workers look alike.
@@ -65,7 +75,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError("--ray: Ray is not installed; pip install 'tuner[ray]'") from None
+        raise ConfigError(RAY_MISSING) from None
     return ray
 
 

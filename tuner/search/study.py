@@ -46,8 +46,8 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
     than `heartbeat_timeout` seconds is failed by whichever worker notices; heartbeats are
     written and judged on the database's clock, so the workers' clocks need not agree.
     An existing study must have the same space and settings (else StoreError), except its
-    budget: `budget` "set" (`--max-trials`) makes `search.max_trials` the study's budget, larger
-    or smaller, but never below the trials already handed out (StoreError, nothing changed);
+    budget: `budget` "set" (`--max-trials`) raises the study's budget to `search.max_trials` and
+    refuses a smaller one (StoreError, nothing changed: shrinking would strand the oracle's plan);
     "extend" (the space's own value) only ever raises it, so re-running a search whose budget
     was extended on the command line keeps the larger budget. `towers`: the fingerprint of the
     space's own towers (`usercode.fingerprint`), recorded for workers to compare.

@@ -7,17 +7,14 @@ may name their own as "package.module:function" or "path/file.py:function".
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-from tuner.errors import ConfigError, TrialLost
+from tuner import usercode
+from tuner.errors import TrialLost
 from tuner.search.pruning import decide, pruner_for
 from tuner.store import Store, api, open_store
 from tuner.store.engine import one_line
@@ -167,30 +164,9 @@ def short_values(values: dict, limit: int = 160) -> str:
 
 
 def load_trial_fn(spec: str) -> Callable[[TrialContext], dict]:
-    """The function named by "package.module:function" or "path/to/file.py:function"."""
-    module_name, sep, fn_name = spec.rpartition(":")
-    if not sep or not module_name or not fn_name:
-        raise ConfigError(f"trial function {spec!r}: expected 'package.module:function' or 'path/to/file.py:function'")
-    if module_name.endswith(".py"):
-        path = Path(module_name).resolve()
-        if not path.is_file():
-            raise ConfigError(f"trial function {spec!r}: file not found: {path}")
-        name = f"_trial_fn_{path.stem}_{abs(hash(str(path)))}"
-        module = sys.modules.get(name)  # the interpreter's registry of imported modules, not ours
-        if module is None:
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise ConfigError(f"trial function {spec!r}: cannot import {module_name}: {exc}") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"trial function {spec!r}: {module_name} has no function {fn_name!r}")
-    return fn
+    """The function named by "package.module:function" or "path/to/file.py:function", loaded as
+    user towers are (`usercode.load_function`), its errors naming the trial function."""
+    return usercode.load_function(spec, key="trial function")
 
 
 def in_subprocess(spec: str) -> Callable[[TrialContext], dict]:

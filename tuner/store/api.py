@@ -149,17 +149,19 @@ def report_epoch(store: Store, trial_id: int, epoch: int, values: dict[str, floa
 def resize_budget(store: Store, study_id: int, max_trials: int, *, pin: dict | None = None) -> dict:
     """Sets a study's `max_trials` under the study lock; its new settings. `pin`: settings that
     stay as they were computed from the old budget (the Bayesian oracle's random start), written
-    if absent. Refused (StoreError) below the distinct trials already handed out. The version
-    bump makes every worker re-read the budget at its next visit."""
+    if absent. A budget only grows: a smaller one is refused (StoreError), checked under the lock
+    so two commands racing cannot shrink it. The version bump makes every worker re-read the
+    budget at its next visit."""
     from tuner.errors import StoreError
 
     with study_lock(store, study_id) as (conn, row):
         settings = json.loads(row.settings)
         handed_out = conn.execute(sa.select(sa.func.count(sa.distinct(trials.c.kt_trial_id)))
                                   .where(trials.c.study_id == study_id)).scalar_one()
-        if max_trials < handed_out:
-            raise StoreError(f"--max-trials {max_trials}: study '{row.name}' already ran {handed_out} trials "
-                             f"(budget {settings.get('max_trials')}); give at least {handed_out}")
+        budget = settings.get("max_trials") or 0
+        if max_trials < budget:
+            raise StoreError(f"--max-trials {max_trials}: study '{row.name}' has a budget of {budget} trials "
+                             f"({handed_out} run) and a budget only grows; give at least {budget}, or a new --study")
         settings = {**(pin or {}), **settings, "max_trials": max_trials}
         conn.execute(sa.update(studies).where(studies.c.id == study_id)
                      .values(settings=json.dumps(settings, sort_keys=True), version=row.version + 1))
