@@ -28,10 +28,11 @@ def parameter_importance(data: StudyData) -> tuple[list[Importance], str]:
             if t.status == COMPLETED and t.objective is not None and math.isfinite(t.objective)]
     y, counted = [t.objective for t in done], f"{len(done)} completed trials"
     if len(done) < MIN_IMPORTANCE_TRIALS:
-        done, y, epoch = _at_first_rung(data)
+        completed = len(done)
+        done, y, epoch = _at_common_epoch(data)
         if len(done) < MIN_IMPORTANCE_TRIALS:
             return [], (f"not computed: needs at least {MIN_IMPORTANCE_TRIALS} completed trials with an objective "
-                        f"(have {sum(t.status == COMPLETED for t in data.trials)}), or as many pruned and "
+                        f"(have {completed}), or as many pruned and "
                         "completed trials with a value at one epoch")
         counted = (f"{len(done)} completed and pruned trials, on the objective at epoch {epoch}, which all reached "
                    "(too few completed: a pruned search)")
@@ -66,7 +67,7 @@ def parameter_importance(data: StudyData) -> tuple[list[Importance], str]:
     return ranked, f"{IMPORTANCE_METHOD}; {counted}"
 
 
-def _at_first_rung(data: StudyData) -> tuple[list, list[float], int | None]:
+def _at_common_epoch(data: StudyData) -> tuple[list, list[float], int | None]:
     """Completed and pruned trials with their objective at the last epoch all of them reached.
     When pruning stops most trials, that early value is what every trial has; the importance it
     gives is that of the early objective, which is what pruning judged the trials by."""

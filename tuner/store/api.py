@@ -156,10 +156,10 @@ def resize_budget(store: Store, study_id: int, max_trials: int, *, pin: dict | N
 
     with study_lock(store, study_id) as (conn, row):
         settings = json.loads(row.settings)
-        handed_out = conn.execute(sa.select(sa.func.count(sa.distinct(trials.c.kt_trial_id)))
-                                  .where(trials.c.study_id == study_id)).scalar_one()
         budget = settings.get("max_trials") or 0
         if max_trials < budget:
+            handed_out = conn.execute(sa.select(sa.func.count(sa.distinct(trials.c.kt_trial_id)))
+                                      .where(trials.c.study_id == study_id)).scalar_one()
             raise StoreError(f"--max-trials {max_trials}: study '{row.name}' has a budget of {budget} trials "
                              f"({handed_out} run) and a budget only grows; give at least {budget}, or a new --study")
         settings = {**(pin or {}), **settings, "max_trials": max_trials}
