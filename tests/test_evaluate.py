@@ -178,20 +178,41 @@ def test_most_popular_by_hand():
 
 
 @pytest.mark.parametrize("history_length", [0, 3])
-def test_tiny_memory_forces_chunks_with_same_numbers(monkeypatch, history_length):
+def test_chunks_give_the_same_numbers(monkeypatch, history_length):
     split = random_split(5, num_users=60, num_items=50, sizes=(400, 80, 120), history_length=history_length)
     model = int_model(11, split)
     whole = ev.evaluate(model, split, "test", KS)
     popular = ev.most_popular(split, "test", KS)
     assert_same(whole, reference(model_scores(model, split, "test"), split, "test", KS))
     monkeypatch.setattr(ev, "LOG_EVERY_S", 0.0)
-    tiny = 3 * 51 * 4 / 2**20  # three queries per chunk
-    assert ev.chunk_rows(50, tiny) == 3
+    monkeypatch.setattr(ev, "_CHUNK_ROWS", 3)  # three queries per chunk
     lines = []
-    assert_same(ev.evaluate(model, split, "test", KS, memory_mb=tiny, log=lines.append), whole)
-    assert_same(ev.most_popular(split, "test", KS, memory_mb=tiny), popular)
+    assert_same(ev.evaluate(model, split, "test", KS, log=lines.append), whole)
+    assert_same(ev.most_popular(split, "test", KS), popular)
     chunks = int(lines[-1].split("/")[0].split()[-1])
     assert chunks >= 10 and len(lines) == chunks and f"chunk {chunks}/{chunks}" in lines[-1]
+
+    # a dense score matrix (a baseline's) is what memory_mb bounds
+    monkeypatch.setattr(ev, "_CHUNK_ROWS", 256)
+    q = ev._queries(split, "test", KS)
+    calls = []
+
+    def dense(start, end):
+        calls.append(end - start)
+        return np.stack([model.items[1:] @ model.query_vector(q.user[r], None if q.history is None else q.history[r])
+                         for r in range(start, end)])
+
+    tiny = 3 * 51 * 4 / 2**20
+    assert ev.chunk_rows(50, tiny) == 3
+    assert_same(ev._rank(dense, q, 50, KS, tiny, None, "test"), whole)
+    assert max(calls) == 3 and sum(calls) == len(q.user)
+
+
+@pytest.mark.parametrize("rows, limit, cores, chunk, chunks", [
+    (2211, 256, 2, 224, 10),  # 10 equal chunks, not 9 of 256 (one core idle for the last)
+    (100, 256, 2, 64, 2), (7, 256, 2, 4, 2), (1, 256, 2, 1, 1), (33, 3, 2, 3, 11), (1000, 256, 1, 256, 4)])
+def test_chunks_are_equal_across_cores(rows, limit, cores, chunk, chunks):
+    assert ev._chunks(rows, limit, cores) == (chunk, chunks)
 
 
 def test_chunk_rows_bounds_the_score_matrix():
@@ -372,7 +393,7 @@ def test_fast_top_k_equals_the_previous_ranking_with_ties(seed, monkeypatch):
         tile = topk.tile_items(rows, num_items)
         shared = np.broadcast_to(matrix[:1], matrix.shape)  # MostPopular: every row scores alike
         for source, scores in [(topk.DenseScores(matrix, tile), matrix),
-                               (topk.DotScores(queries, items, tile).rows(0, rows), matrix),
+                               (topk.DotScores(queries, items[topk.tile_order(num_items, tile)], tile).rows(0, rows), matrix),
                                (topk.SharedScores(matrix[0], rows, tile), shared)]:
             expected = want if scores is matrix else previous_top_k(np.array(shared), k, *masked)
             got = topk.rank(source, rows, num_items, k, masked=masked, lookup=lookup)

@@ -116,7 +116,7 @@ class EvaluationConfig:
     ks: list[int] = field(default_factory=lambda: [10, 100])
     monitor: str = "recall@10"  # the val metric printed each epoch and used for early stopping
     every_epoch: bool = True  # evaluate val after each epoch (learning curves, early stopping)
-    memory_mb: int = 512  # bound on the score matrix of one evaluation chunk
+    memory_mb: int = 512  # bound on the score matrix of one evaluation chunk of a baseline with dense scores
     # per-epoch val (monitor, early stopping, pruning) on a seeded sample of this many val users;
     # null: all of them up to DEFAULT_VAL_USERS, else a sample of that many. Final metrics use all.
     val_users: int | None = None

@@ -1,7 +1,7 @@
 """Full-corpus evaluation throughput on a 1M-item corpus: queries per second, the previous ranking beside it.
 
     python experiments/benchmarks/eval_throughput.py [--items 1000000] [--interactions 2000000]
-        [--users 20000] [--test-fraction 0.0012] [--memory-mb 512 128] [--repeats 3]
+        [--users 20000] [--test-fraction 0.0012] [--memory-mb 512] [--repeats 3]
         [--scorers model most_popular "model (previous)" "most_popular (previous)"] [--sample-users N]
 
 `tuner.evaluate.evaluate` scores every test query against every item (brute force) and ranks
@@ -11,7 +11,9 @@ before: a chunk's whole score matrix from `tf.matmul` (or `tf.broadcast_to` of t
 the seen items scattered to -inf, `tf.math.top_k` over the 1M-wide rows; it is kept here, as
 `previous_rank`, only to be measured against. All four run in ONE process, round-robin, best
 of `--repeats` each: the machine may be shared, and alternating keeps the ratios fair when the
-load moves. Every pair must give identical metrics (checked, printed).
+load moves. Every pair must give identical metrics (checked, printed). `--memory-mb` bounds
+the previous ranking's chunks of whole score rows; `tuner.topk` never holds one, so the model and
+MostPopular run alike at any value.
 
 The model is a freshly built, untrained TwoTowerModel (dim 32, id embeddings only): the work
 per query (a product with 1M candidates, the mask of the user's training items, a top-100) does
@@ -143,7 +145,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--test-fraction", type=float, default=0.0012)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement; the fastest counts")
-    parser.add_argument("--memory-mb", type=int, nargs="+", default=[512, 128])
+    parser.add_argument("--memory-mb", type=int, nargs="+", default=[512])
     parser.add_argument("--scorers", nargs="+", default=list(SCORERS), choices=SCORERS)
     parser.add_argument("--sample-users", type=int, help="also time the model on a seeded sample of this many test users")
     args = parser.parse_args()
