@@ -253,11 +253,11 @@ def _rank(scores: ScoreFn | Embeddings | SharedScores, q: _Queries, num_items: i
     kmax = min(max(ks), num_items)
     cores = _cores()
     num_rows = len(q.user)
-    product = isinstance(scores, (Embeddings, np.ndarray))
+    factored = isinstance(scores, (Embeddings, np.ndarray))
     # With factors a chunk's scores exist only a tile at a time, so memory_mb bounds nothing there;
     # a dense ScoreFn materialises the chunk's whole score matrix.
-    chunk, num_chunks = _chunks(num_rows, _CHUNK_ROWS if product else min(_CHUNK_ROWS, chunk_rows(num_items, memory_mb)),
-                                cores)
+    limit = _CHUNK_ROWS if factored else min(_CHUNK_ROWS, chunk_rows(num_items, memory_mb))
+    chunk, num_chunks = _chunks(num_rows, limit, cores)
     tile = scores.tile if isinstance(scores, Embeddings) else topk.tile_items(chunk, num_items)
     if isinstance(scores, Embeddings):
         product = topk.DotScores(scores.queries, scores.items, tile)

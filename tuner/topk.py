@@ -67,16 +67,16 @@ class DotScores(Source):
         """laid_out_items: [whole tiles, d], row p holding item tile_order(num_items, tile)[p]."""
         if len(laid_out_items) % tile:
             raise ValueError(f"{len(laid_out_items)} item rows are not whole tiles of {tile}: see tile_order")
-        self.queries, self.items, self.tile = queries, laid_out_items, tile
-        self.transposed = np.ascontiguousarray(queries.T)  # the product ran 6% faster than with a .T view
+        self.items, self.tile = laid_out_items, tile
+        # the queries are kept as [d, rows], contiguous: the product ran 6% faster than with a .T view
+        self.transposed = np.ascontiguousarray(queries.T)
         self.dtype = np.result_type(queries.dtype, laid_out_items.dtype)
         _check_no_nan(queries, laid_out_items)
 
     def rows(self, start: int, end: int) -> "DotScores":
         """The same scores for query rows start..end-1 (sharing the item table)."""
         chunk = object.__new__(type(self))
-        chunk.__dict__.update(self.__dict__, queries=self.queries[start:end],
-                              transposed=np.ascontiguousarray(self.queries[start:end].T))
+        chunk.__dict__.update(self.__dict__, transposed=np.ascontiguousarray(self.transposed[:, start:end]))
         return chunk
 
     def fill(self, out, start):
