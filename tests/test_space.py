@@ -11,8 +11,8 @@ import yaml
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 import keras_tuner as kt
-from tuner import config, space
-from tuner.config import ConfigError
+from tuner import config, config_paths, space
+from tuner.errors import ConfigError
 from tuner.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_builtin_space_samples_are_valid_configs(name):
                 assert value in p.values
             else:
                 assert p.min <= value <= p.max
-        assert sp.config_dict_for(values) == config.with_values(sp.base, searched)
+        assert sp.config_dict_for(values) == config_paths.with_values(sp.base, searched)
 
 
 def test_temp_space_is_the_quick_start():
