@@ -155,6 +155,30 @@ def test_nested_conditions_and_list_values(tmp_path):
                                              "model.query_layers": "none"})).model.query_layers == []
 
 
+def test_every_value_that_activates_a_parameter_is_checked_for_memory_too(tmp_path, monkeypatch):
+    """Loading and the memory check walk the same (value, conditions) cases. The memory check once
+    put a conditional parameter only under the first value of its `when` list: a CBNS bank of 10^9
+    rows, active for [mns, cbns], was estimated under mns (where no bank exists) and let through."""
+    from tuner import memory
+
+    monkeypatch.setenv("TUNER_MEMORY_MB", "4096")
+    sp = load_space(str(write(tmp_path, parameters={
+        "negatives.strategy": {"values": ["in_batch", "mns", "cbns"]},
+        "negatives.cbns_memory_size": {"values": [4096, 1_000_000_000],
+                                       "when": {"negatives.strategy": ["mns", "cbns"]}},
+    })))
+    cases = [where.partition("parameters.")[2] for where, _ in sp.configs_to_check()]
+    assert cases == ["negatives.strategy = 'in_batch'", "negatives.strategy = 'mns'", "negatives.strategy = 'cbns'",
+                     "negatives.cbns_memory_size = 4096 (when negatives.strategy = 'mns')",
+                     "negatives.cbns_memory_size = 1000000000 (when negatives.strategy = 'mns')",
+                     "negatives.cbns_memory_size = 4096 (when negatives.strategy = 'cbns')",
+                     "negatives.cbns_memory_size = 1000000000 (when negatives.strategy = 'cbns')"]
+    with pytest.raises(ConfigError, match=r"^[^\n]*bad\.yaml: parameters\.negatives\.cbns_memory_size = 1000000000 "
+                                          r"\(when negatives\.strategy = 'cbns'\): negatives\.cbns_memory_size: "
+                                          r"the run needs about [\d,.]+ GiB"):
+        memory.check_space(sp)
+
+
 def test_grid_oracle_enumerates_conditional_space_from_the_base_values(tmp_path):
     sp = load_space(str(write(tmp_path, parameters={
         "model.history_length": {"values": [10, 0]},

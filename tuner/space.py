@@ -14,7 +14,7 @@ import operator
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tuner import config, config_paths, safe_yaml, typed, usercode
 from tuner.distributions import Param, decode, encode, parse_param, scalar_type
@@ -167,6 +167,22 @@ class Space:
     def config_for(self, values: dict) -> config.Config:
         return config.from_dict(self.config_dict_for(values), f"{self.source} (trial values)")
 
+    def configs_to_check(self) -> Iterator[tuple[str, dict]]:
+        """Every searched value (each listed value, both ends of a range) put into the base mapping
+        under every combination of the condition values that activate it, as (where, mapping),
+        `where` naming the parameter, the value and the conditions for an error. The one walk of
+        parameters x conditions: loading checks each against the schema (`_check_values`) and
+        `tuner.memory.check_space` against the machine, so neither can skip a case the other sees."""
+        for p in self.parameters:
+            chain = self._chain(p)
+            for combo in itertools.product(*(values for _, values in chain)):
+                given = dict(zip((name for name, _ in chain), combo))
+                conditions = "".join(f" (when {k} = {safe_yaml.quote(v)})" for k, v in given.items())
+                for value in p.values or (p.min, p.max):
+                    value = decode(value, p.field_type, f"{self.source}: parameters.{p.path}")
+                    yield (f"{self.source}: parameters.{p.path} = {safe_yaml.quote(value)}{conditions}",
+                           config_paths.with_values(self.base, {**given, p.path: value}))
+
 
 # --- loading ---------------------------------------------------------------------------------
 
@@ -222,7 +238,7 @@ def _parse(data, text: str, stem: str, source: str) -> Space:
     params = _resolve_conditions(params, raw_params, source)
     search = _parse_search(data.get("search"), cfg, params, stem, source)
     space = Space(stem, source, text, base, params, search)
-    _check_values(space, source)
+    _check_values(space)
     return space
 
 def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> list[Param]:
@@ -288,17 +304,10 @@ def _parse_search(raw, cfg: config.Config, params: list[Param], stem: str, sourc
     return s
 
 
-def _check_values(space: Space, source: str) -> None:
-    """Puts every listed value and range end into the base config, under its `when` conditions,
-    so that values the config rejects (temperature 0, an unknown optimizer, a CBNS bank smaller
-    than the batch) fail now rather than as failed trials."""
-    for p in space.parameters:
-        candidates = list(p.values) if p.values else [p.min, p.max]
-        chain = space._chain(p)
-        for combo in itertools.product(*(values for _, values in chain)):
-            given = dict(zip((name for name, _ in chain), combo))
-            for value in candidates:
-                value = decode(value, p.field_type, f"{source}: parameters.{p.path}")
-                cond = "".join(f" (when {k} = {v!r})" for k, v in given.items())
-                config.from_dict(config_paths.with_values(space.base, {**given, p.path: value}),
-                                 f"{source}: parameters.{p.path} = {value!r}{cond}")
+def _check_values(space: Space) -> None:
+    """Every listed value and range end in the base config, under its `when` conditions, so that
+    values the config rejects (temperature 0, an unknown optimizer, a CBNS bank smaller than the
+    batch) fail now rather than as failed trials."""
+    for where, data in space.configs_to_check():
+        config.from_dict(data, where)
+
