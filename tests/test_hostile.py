@@ -282,13 +282,13 @@ def test_memory_refusal_reads_the_machine_memory_unless_told():
 
 def test_estimates_let_the_shipped_configs_and_spaces_run():
     """No false refusals: every config and space the project ships fits a 4 GiB machine."""
-    from tuner import config, memory
+    from tuner import config, memory, safe_yaml
     from tuner.space import builtin_names, load_space
 
     os.environ["TUNER_MEMORY_MB"] = "4096"
     try:
         for path in sorted((HOSTILE.parent.parent / "experiments").rglob("*.yaml")):
-            data = config.read_yaml(path)
+            data = safe_yaml.read(path)
             if isinstance(data, dict) and "parameters" not in data:
                 memory.check(config.from_dict(data, str(path)), str(path))
         for name in builtin_names():
@@ -313,7 +313,7 @@ def test_memory_override_plans_for_a_smaller_machine(monkeypatch):
 def test_floats_written_without_a_dot_are_floats_in_configs_and_spaces(tmp_path):
     """YAML 1.1 would read `1e-3` as a string and the config would refuse it as "expected float";
     configs, spaces and a study's stored space read it as YAML 1.2 does."""
-    from tuner import config
+    from tuner import config, safe_yaml
     from tuner.space import load_space, load_space_text
 
     path = tmp_path / "config.yaml"
@@ -322,7 +322,7 @@ def test_floats_written_without_a_dot_are_floats_in_configs_and_spaces(tmp_path)
     cfg = config.load(path)
     assert (cfg.training.learning_rate, cfg.training.epochs) == (0.001, 10)
     assert (cfg.retrieval.temperature, cfg.model.dropout) == (0.05, 0.1)
-    assert config.parse_yaml("a: [1e-3, +5E+2, -2e-4, .5e1, 1.e3, '1e-3', 1e, e3, 0x1e3]", "x") == \
+    assert safe_yaml.parse("a: [1e-3, +5E+2, -2e-4, .5e1, 1.e3, '1e-3', 1e, e3, 0x1e3]", "x") == \
         {"a": [0.001, 500.0, -0.0002, 5.0, 1000.0, "1e-3", "1e", "e3", 0x1E3]}  # quoted and non-numbers stay text
 
     space = tmp_path / "space.yaml"

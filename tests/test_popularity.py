@@ -10,7 +10,8 @@ import pytest
 import tuner  # noqa: F401
 import tensorflow as tf
 
-from tuner.config import ConfigError, from_dict
+from tuner.config import from_dict
+from tuner.errors import ConfigError
 from tuner.model.sampling import unigram_probabilities, window_counts
 from tuner.train import build_model_for, prepare_split, run
 

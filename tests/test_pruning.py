@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
-from tuner.config import ConfigError
+from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, start_local_workers
 from tuner.search.pruning import HyperbandPruner, MedianPruner, decide, promotable
 from tuner.space import load_space, search_settings

@@ -8,8 +8,9 @@ import pytest
 import tuner  # noqa: F401
 import tensorflow as tf
 
-from tuner.config import OPTIMIZERS, ConfigError, from_dict
+from tuner.config import OPTIMIZERS, from_dict
 from tuner.data.types import Dataset, Feature, Interactions, Split
+from tuner.errors import ConfigError
 from tuner.model.regularization import regularized_weights
 from tuner.train import build_model_for, make_optimizer
 

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
-from tuner.config import ConfigError
+from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, in_subprocess, load_trial_fn, run_worker, \
     start_local_workers
 from tuner.search.local import worker_env

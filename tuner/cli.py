@@ -31,7 +31,8 @@ def cmd_baselines(args) -> int:
 
     cfg = config.load(args.config)
     from tuner import baselines, train
-    from tuner.evaluate import format_table, most_popular, with_cold_users
+    from tuner.evaluate import format_table, most_popular
+    from tuner.heldout import with_cold_users
 
     split = train.prepare_split(cfg)  # loaded and split exactly as `tuner train` does
     found = baselines.baselines_for(cfg, split, log=train.log_stderr)

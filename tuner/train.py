@@ -24,7 +24,8 @@ from tuner.data.pipeline import train_dataset
 from tuner.data.types import Dataset, Split
 from tuner.errors import TrainingDiverged
 from tuner.baselines import baselines_for, columns as baseline_columns, describe as describe_baselines
-from tuner.evaluate import evaluate, format_table, most_popular, sample_users, with_cold_users
+from tuner.evaluate import evaluate, format_table, most_popular
+from tuner.heldout import sample_users, with_cold_users
 from tuner.model import TwoTowerModel, build_model
 
 EpochHook = Callable[[int, dict], "bool | None"]  # returns True to stop after this epoch (pruning)

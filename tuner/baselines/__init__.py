@@ -2,7 +2,7 @@
 
 Each is fitted on the training part (the model's data), its hyperparameter is chosen from a
 small grid by the validation metric the model monitors, and the chosen fit is scored on test.
-Scores go through `tuner.evaluate`'s ranking, the one the model and MostPopular use. Users with
+Scores go through `tuner.ranking`, the ranking the model and MostPopular go through. Users with
 no training interaction get MostPopular's scores, as a deployed recommender would serve them.
 Results are computed once per split and cached on disk (`cache.py`), not once per trial.
 """
@@ -13,10 +13,12 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from tuner import ranking
 from tuner.baselines import als, ease
 from tuner.baselines.cache import cached, split_fingerprint
 from tuner.data.movielens import cache_dir
 from tuner.data.types import Split
+from tuner.heldout import queries_of, with_cold_users
 
 FAMILIES = {"ease": ease, "als": als}  # each module: NAME, GRID, DEFAULT, skip_reason, Model
 VERSION = 1  # part of the cache key: raise it when what a baseline computes changes
@@ -45,8 +47,6 @@ def tune(module, split: Split, ks: list[int], monitor: str, seed: int, memory_mb
          log=None) -> dict:
     """Fits every grid point, keeps the val-best (the first on ties) and scores it on val and test.
     Without a val part there is nothing to choose on: the module's DEFAULT setting is fitted alone."""
-    from tuner.evaluate import with_cold_users
-
     started = time.perf_counter()
     settings = module.GRID if len(split.val) else (module.DEFAULT,)
     if log is not None:
@@ -79,10 +79,8 @@ def user_items(split: Split) -> sp.csr_matrix:
 
 
 def score(split: Split, part: str, ks: list[int], scorer, memory_mb: float = 512) -> dict[str, float]:
-    """`scorer(users) -> [len(users), num_items]` ranked by `tuner.evaluate`; {} if the part is empty."""
-    from tuner.evaluate import _queries, _rank  # here: the package stays importable without TensorFlow
-
-    queries = _queries(split, part, ks)
+    """`scorer(users) -> [len(users), num_items]` ranked by `tuner.ranking`; {} if the part is empty."""
+    queries = queries_of(split, part, ks)
     if queries is None:
         return {}
     num_items = split.dataset.num_items
@@ -95,7 +93,7 @@ def score(split: Split, part: str, ks: list[int], scorer, memory_mb: float = 512
         matrix[cold[users]] = popular
         return matrix
 
-    return _rank(scores, queries, num_items, ks, memory_mb, None, f"{part} (baseline)")
+    return ranking.rank(scores, queries, num_items, ks, memory_mb, label=f"{part} (baseline)")
 
 
 def columns(baselines: dict, part: str) -> dict[str, dict[str, float]]:

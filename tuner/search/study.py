@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 
-from tuner import config, usercode
+from tuner import config, towers_check, usercode
 from tuner.errors import ConfigError
 from tuner.space import SearchSettings, Space
 from tuner.store import Store, Study, api, create_or_get_study, list_studies
@@ -27,7 +27,7 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
     resuming it with other code is refused, as workers with other code refuse to join."""
     cfg, towers = config.from_dict(space.base, space.source), None
     if cfg.model.towers is not None:
-        towers = usercode.check_towers_in_child(cfg)
+        towers = towers_check.in_child(cfg)
         for existing in (s for s in list_studies(store) if s.name == name):
             usercode.verify(existing.settings.get("towers"), f"study '{name}'")
     return create_or_resume_custom_study(store, name, space.text, space.hyperparameters(), search or space.search,
