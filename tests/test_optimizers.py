@@ -10,6 +10,7 @@ import tuner  # noqa: F401
 import tensorflow as tf
 
 from tuner.config import ConfigError, from_dict
+from tuner.memory import SLOTS
 from tuner.model.optimizers import SPARSE_OPTIMIZERS, LazyAdam, build_optimizer
 
 ROWS, DIM = 12, 3
@@ -77,3 +78,11 @@ def test_an_unknown_optimizer_name_is_a_one_line_error_naming_the_allowed_ones()
         from_dict({"training": {"optimizer": "lazy_adam"}})
     message = str(error.value)
     assert "training.optimizer" in message and "dense_adam" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name, slots", [("adam", 2), ("adagrad", 1), ("sgd", 0), ("dense_adam", 2)])
+def test_optimizer_state_per_table_is_what_the_memory_estimate_counts(name, slots):
+    optimizer = build_optimizer(name, 0.05)
+    table_after_steps(optimizer, [[1, 2]])
+    assert sum(tuple(v.shape) == (ROWS, DIM) for v in optimizer.variables) == slots
+    assert slots == SLOTS.get(name, 2)

@@ -74,14 +74,23 @@ class LazyAdam(tf.keras.optimizers.Adam):
 
 
 class LazySGD(tf.keras.optimizers.SGD):
-    """SGD without momentum whose step on an `IndexedSlices` gradient writes only its rows (tf-keras
-    SGD keeps a zero momentum slot and adds it to the whole table every step)."""
+    """SGD that, without momentum, keeps no slot and writes only an `IndexedSlices` gradient's rows
+    (tf-keras SGD keeps a zero momentum slot per weight and adds it to the whole table every step)."""
+
+    def build(self, var_list):
+        if self.momentum != 0:
+            return super().build(var_list)
+        super(tf.keras.optimizers.SGD, self).build(var_list)  # the step counter and variable index only
+        self.momentums, self._built = [], True
 
     def update_step(self, gradient, variable):
-        if not isinstance(gradient, tf.IndexedSlices) or self.momentum != 0:
+        if self.momentum != 0:
             return super().update_step(gradient, variable)
         lr = tf.cast(self.learning_rate, variable.dtype)
-        variable.scatter_sub(tf.IndexedSlices(gradient.values * lr, gradient.indices))
+        if isinstance(gradient, tf.IndexedSlices):
+            variable.scatter_sub(tf.IndexedSlices(gradient.values * lr, gradient.indices))
+        else:
+            variable.assign_sub(gradient * lr)
 
 
 class SparseAdam(RowSparseDecay, LazyAdam):
