@@ -301,7 +301,8 @@ def test_room_is_counted_node_by_node_and_by_gpu_where_the_cluster_has_gpus():
 
     cpu_nodes = [{"Resources": {"CPU": 4.0}}, {"Resources": {"CPU": 1.0}}]
     assert [room_for(cpu_nodes, c) for c in (1, 0.5, 2, 3, 5)] == [5, 10, 2, 1, 0]
-    gpu_nodes = [{"Resources": {"CPU": 8.0, "GPU": 2.0}}, {"Resources": {"CPU": 16.0}}, {"Resources": {"CPU": 1.0, "GPU": 4.0}}]
+    gpu_nodes = [{"Resources": {"CPU": 8.0, "GPU": 2.0}}, {"Resources": {"CPU": 16.0}},
+                 {"Resources": {"CPU": 1.0, "GPU": 4.0}}]
     assert room_for(gpu_nodes, 1) == 2 + 0 + 1
 
 

@@ -62,7 +62,8 @@ def main():
             mine = [r for r in runs if r["config"] == name and r["optimizer"] == optimizer]
             stats = {m: (float(np.mean([r[m] for r in mine])), float(np.std([r[m] for r in mine], ddof=1)))
                      for m in ("recall@10", "ndcg@10")}
-            summary[f"{name}/{optimizer}"] = {m: {"mean": round(a, 4), "sd": round(b, 4)} for m, (a, b) in stats.items()}
+            summary[f"{name}/{optimizer}"] = {m: {"mean": round(a, 4), "sd": round(b, 4)}
+                                              for m, (a, b) in stats.items()}
             print(f"{name:<10} {optimizer:<10}" + "".join(f"{a:>11.4f} ± {b:.4f}" for a, b in stats.values()))
     print(json.dumps({"weight_decay": args.weight_decay, "summary": summary, "runs": runs}))
 
