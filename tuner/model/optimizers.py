@@ -106,10 +106,10 @@ class SparseSGD(RowSparseDecay, LazySGD):
 
 
 def build_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0,
-                   sparse_tables: bool = False) -> tf.keras.optimizers.Optimizer:
+                    sparse_tables: bool = False) -> tf.keras.optimizers.Optimizer:
     """The optimizer `training.optimizer: name` means; `weight_decay` > 0 is decoupled (Loshchilov &
-    Hutter), so `dense_adam` with it is tf-keras AdamW. `sparse_tables`: refuse, in one line, an
-    optimizer whose step touches every row of an embedding table."""
+    Hutter): `dense_adam` with it is AdamW as tf-keras has it, every row each step. `sparse_tables`:
+    refuse, in one line, an optimizer whose step touches every row of an embedding table."""
     if sparse_tables and name not in SPARSE_OPTIMIZERS:
         raise ConfigError(f"training.optimizer: {name!r} updates every row of an embedding table at each step; "
                           f"row-sparse ones: {', '.join(SPARSE_OPTIMIZERS)}")
