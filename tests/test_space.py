@@ -343,7 +343,7 @@ ERRORS = [
      "parameters.model.embedding_dim.values: duplicate values in [32, 32.0]"),
     ("value the config rejects",
      {"parameters": {"training.optimizer": {"values": ["adam", "adamw"]}}},
-     "parameters.training.optimizer = 'adamw': training.optimizer: 'adamw' is not one of adagrad, adam, sgd, rmsprop"),
+     "parameters.training.optimizer = 'adamw': training.optimizer: 'adamw' is not one of adagrad, adam, sgd, dense_adam, rmsprop"),
     ("range end the config rejects",
      {"parameters": {"model.dropout": {"distribution": "uniform", "min": 0.0, "max": 1.0}}},
      "parameters.model.dropout = 1.0: model.dropout: must be in [0, 1)"),

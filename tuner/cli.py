@@ -127,9 +127,11 @@ def _search_settings(args, space):
     if not 0 < args.cpus_per_worker < float("inf"):  # also nan
         raise ConfigError(f"--cpus-per-worker: must be a finite number of CPUs > 0 (got {args.cpus_per_worker})")
     if args.ray or s.engine == "ray":
-        from tuner.search.ray import require_ray
+        from tuner.search.ray import check_room, require_ray
 
         require_ray()  # before the store opens: a study is not created for workers that cannot start
+        check_room(args.ray or "auto", s.workers, args.cpus_per_worker,
+                   "--workers" if args.workers is not None else f"{space.source}: search.workers")
     else:  # a Ray cluster places actors by its own resources
         check_local_workers(s.workers, "--workers" if args.workers is not None else f"{space.source}: search.workers")
     return s

@@ -29,7 +29,7 @@ POOLINGS = ("mean", "max", "attention", "gru")
 STRATEGIES = ("in_batch", "mns", "cbns")
 CBNS_GRADIENTS = ("balanced", "paper")
 LOGQ = ("none", "counts", "streaming")
-OPTIMIZERS = ("adagrad", "adam", "sgd", "rmsprop")
+OPTIMIZERS = ("adagrad", "adam", "sgd", "dense_adam", "rmsprop")  # adam, adagrad, sgd: row-sparse on embedding tables
 METRICS = ("hit_rate", "recall", "ndcg")
 
 
