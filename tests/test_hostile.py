@@ -314,6 +314,7 @@ def test_floats_written_without_a_dot_are_floats_in_configs_and_spaces(tmp_path)
     """YAML 1.1 would read `1e-3` as a string and the config would refuse it as "expected float";
     configs, spaces and a study's stored space read it as YAML 1.2 does."""
     from tuner import config, safe_yaml
+    from tuner.errors import ConfigError
     from tuner.space import load_space, load_space_text
 
     path = tmp_path / "config.yaml"
@@ -333,7 +334,7 @@ def test_floats_written_without_a_dot_are_floats_in_configs_and_spaces(tmp_path)
         rate, temperature = loaded.parameters
         assert (rate.min, rate.max, temperature.values) == (1e-4, 0.1, (0.01, 0.05))
     (tmp_path / "inf.yaml").write_text("training: {learning_rate: 1e400}\n")  # overflows to inf: refused as inf is
-    with pytest.raises(config.ConfigError, match=r"training.learning_rate: expected a finite number, got inf"):
+    with pytest.raises(ConfigError, match=r"training.learning_rate: expected a finite number, got inf"):
         config.load(tmp_path / "inf.yaml")
 
 

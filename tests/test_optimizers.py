@@ -9,7 +9,8 @@ import pytest
 import tuner  # noqa: F401
 import tensorflow as tf
 
-from tuner.config import ConfigError, from_dict
+from tuner.config import from_dict
+from tuner.errors import ConfigError
 from tuner.memory import SLOTS
 from tuner.model.optimizers import SPARSE_OPTIMIZERS, LazyAdam, build_optimizer
 
