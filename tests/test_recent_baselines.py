@@ -19,6 +19,7 @@ from tuner.baselines import recent_popularity, score, transitions, tune
 from tuner.baselines.cache import split_fingerprint
 from tuner.baselines.history import recent_counts
 from tuner.data import load_dataset, make_split
+from tuner.data.files import assemble
 from tuner.data.movielens import PARTS, cache_dir
 from tuner.data.types import Dataset, Interactions, Split
 from tuner.evaluate import most_popular
@@ -55,6 +56,14 @@ def test_recent_popularity_counts_only_the_last_fraction_of_training():
     backwards = hand_split([(u, i, t) for u, i, t in zip(POPULAR.train.user[::-1], POPULAR.train.item[::-1],
                                                            POPULAR.train.timestamp[::-1])], [], [], 6, 4)
     np.testing.assert_array_equal(recent_counts(backwards, 0.5), recent_counts(POPULAR, 0.5))
+
+
+def test_without_timestamps_the_rows_order_is_time():
+    dataset = assemble("rows", ["a", "b", "c", "a", "b", "c"], ["x", "x", "x", "y", "y", "z"])  # no timestamps
+    split = Split(dataset, dataset.interactions, interactions([]), interactions([]))
+    np.testing.assert_array_equal(np.floor(recent_counts(split, 0.5)), [0, 2, 1])  # the last three rows: y, y, z
+    last = transitions.Model(split, 0).recent("val", 1)
+    assert last[1].toarray().tolist() == [[0, 1, 0]]  # user a's last row is y
 
 
 def test_recent_popularity_ranks_the_window_and_excludes_seen_items():

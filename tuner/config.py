@@ -122,7 +122,7 @@ class EvaluationConfig:
     val_users: int | None = None
     # strong simple recommenders scored beside the model and MostPopular, once per split (cached);
     # [] skips them, e.g. in experiments at a scale where fitting ALS's grid costs minutes. On
-    # MovieLens-100K here: recent_popularity 1-3 s, transitions 4-11 s, EASE 5-18 s, ALS 18-61 s
+    # MovieLens-100K on 2 shared cores: recent_popularity 1-4 s, transitions 3-16 s, EASE 11-19 s, ALS 56-91 s
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
 
 
