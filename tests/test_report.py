@@ -593,9 +593,9 @@ def test_a_real_search_stores_its_baselines_and_the_report_draws_them(tmp_path):
 
     try:
         import implicit  # noqa: F401
-        expected = ["most_popular", "ease", "als"]
+        expected = ["most_popular", "ease", "als", "recent_popularity", "transitions"]
     except ImportError:  # without the extra ALS is skipped and stores nothing
-        expected = ["most_popular", "ease"]
+        expected = ["most_popular", "ease", "recent_popularity", "transitions"]
     space = {"seed": 42, "dataset": {"name": "synthetic", "num_users": 300, "num_items": 120, "num_interactions": 6000,
                                      "num_clusters": 6, "cache_dir": str(tmp_path / "cache")},
              "split": {"method": "random", "val_fraction": 0.1, "test_fraction": 0.2, "seed": 42},
@@ -643,7 +643,8 @@ def test_a_real_search_stores_its_baselines_and_the_report_draws_them(tmp_path):
     tuner("report", "--study", "refs")
     page = (tmp_path / "reports" / "refs.html").read_text()
     lines = reference_lines(charts(page)[OBJECTIVE])
-    labels = {"most_popular": "MostPopular", "ease": "EASE", "als": "ALS"}
+    labels = {"most_popular": "MostPopular", "ease": "EASE", "als": "ALS", "recent_popularity": "RecentPopularity",
+              "transitions": "Transitions"}
     assert list(lines) == [labels[p] for p in expected]
     for prefix in expected:
         value = stored[best][f"{prefix}_{OBJECTIVE}"]

@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default runs/<config hash>)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("baselines", help="MostPopular, EASE and ALS on a config's split, without training a model")
+    p = sub.add_parser("baselines", help="MostPopular and the baselines of evaluation.baselines on a config's split, without training a model")
     p.add_argument("--config", required=True, help="training config YAML (its dataset, split and evaluation)")
     p.set_defaults(func=cmd_baselines)
 
