@@ -234,14 +234,12 @@ CASES = [
 def workspace(tmp_path: Path) -> Path:
     """A tuner store holding the study of the built-in temp space, a regular file, a good config and an
     oversized space."""
-    from tuner.space import load_space
+    from tuner.space import StudySettings, load_space
     from tuner.store import create_or_get_study, open_store
 
     with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:  # the built-in temp space's study, as stored
         temp = load_space("temp")
-        create_or_get_study(store, name="temp", space=temp.text, objective=temp.search.objective,
-                            direction=temp.search.direction, oracle=temp.search.oracle,
-                            settings={"max_trials": temp.search.max_trials, "seed": temp.search.seed})
+        create_or_get_study(store, name="temp", space=temp.text, settings=StudySettings(temp.search))
     (tmp_path / "file").write_text("not a directory\n")
     (tmp_path / "good.yaml").write_text("training: {epochs: 1}\n")
     os.mkfifo(tmp_path / "pipe")  # a pipe, and a device behind a .csv name: read, they would never end

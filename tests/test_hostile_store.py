@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import throwaway_postgres
 import yaml
 
+from tuner.space import SearchSettings, StudySettings
 from tuner.store import COMPLETED, RUNNING, STUDY_NAME_RULE, api, create_or_get_study, open_store
 
 ENV = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"} | {"PYTHONWARNINGS": "ignore"}
@@ -74,16 +75,15 @@ def temp_space_text(**search) -> str:
 def add_study(url: str, name: str = "s") -> None:
     """A study with one completed trial and its final metrics, as workers write them."""
     store = open_store(url)
-    study = create_or_get_study(store, name=name, space=temp_space_text(), objective="val_recall@10",
-                                direction="max", oracle="random", settings={"max_trials": 2, "seed": 1})[0]
+    study = create_or_get_study(store, name=name, space=temp_space_text(), settings=StudySettings(SearchSettings(
+        objective="val_recall@10", direction="max", oracle="random", max_trials=2, seed=1)))[0]
     now = api.utcnow()
-    with api.study_lock(store, study.id) as (conn, _):
-        trial_id, _ = api.insert_trial(conn, study.id, kt_trial_id="kt1", status=RUNNING,
-                                       params=json.dumps({"retrieval.temperature": 0.1}), worker="w0", host="h",
-                                       pid=1, started=now, heartbeat=now, retries=0, kt_state="{}", kt_version=1)
-    with store.write() as conn:
-        api.add_metrics(conn, trial_id, None, {"val_recall@10": 0.15, "test_recall@10": 0.14})
-        api.update_trial(conn, trial_id, status=COMPLETED, objective=0.15, ended=now)
+    with api.study_lock(store, study.id) as locked:
+        trial_id, _ = locked.insert_trial(kt_trial_id="kt1", status=RUNNING,
+                                          params=json.dumps({"retrieval.temperature": 0.1}), worker="w0", host="h",
+                                          pid=1, started=now, heartbeat=now, retries=0, kt_state="{}", kt_version=1)
+        locked.add_metrics(trial_id, None, {"val_recall@10": 0.15, "test_recall@10": 0.14})
+        locked.update_trial(trial_id, status=COMPLETED, objective=0.15, ended=now)
     store.close()
 
 

@@ -88,7 +88,7 @@ def cmd_search(args) -> int:
     check_study_name(name, "--study" if args.study else f"{space.source}: search.study (default: the file's name)")
     store = _store(args)
     study = create_or_resume_study(store, name, space, search=s, budget="set" if args.max_trials else "extend")
-    s = s.replace("the study's budget", max_trials=study.settings.get("max_trials"))  # an extended one stays
+    s = s.replace("the study's budget", max_trials=study.settings.search.max_trials)  # an extended one stays
     counts = get_study(store, study.name).counts
     state = f"resuming, {counts.get('COMPLETED', 0)} trials completed" if counts else "new"
     trials = f"{s.max_trials} trials" if s.max_trials else "trials until the oracle stops"
@@ -207,7 +207,7 @@ def cmd_status(args) -> int:
         print(json.dumps({"study": study, "trials": rows}, indent=2, default=str))
         return 0
     s = get_study(store, study)
-    budget, pruning = s.settings.get("max_trials"), (s.settings.get("early_terminate") or {}).get("type")
+    budget, pruning = s.settings.search.max_trials, (s.settings.search.early_terminate or {}).get("type")
     print(f"study '{study}': objective {s.objective} ({s.direction}), {s.oracle} oracle"
           f"{f', early_terminate {pruning}' if pruning else ''}, {len({t.kt_trial_id for t in trials})}/{budget or '?'} trials")
     print(f"  {'#':>4}  {'status':<11} {'objective':>9}  {'time':>7}  {'worker':<10} parameters")
