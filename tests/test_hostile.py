@@ -162,6 +162,9 @@ CASES = [
          ("--out:", "file'", "is a file", "give a directory")),
     Case("out_under_a_file", ("train", "--config", "{tmp}/good.yaml", "--out", "{tmp}/file/run/1"),
          ("--out:", "is under", "which is a file", "give a directory")),
+    Case("out_on_proc", ("train", "--config", "{tmp}/small.yaml", "--out", "/proc/tuner-run"),
+         ("--out: '/proc", "cannot write")),  # root may write into /proc's folder: refused once the data is read
+    Case("out_on_sys", ("train", "--config", "{tmp}/small.yaml", "--out", "/sys/tuner-run"), ("--out: '/sys",)),
     Case("model_missing", ("recommend", "--model", "{tmp}/nowhere", "--user", "1"),
          ("--model:", "nowhere' not found", "DIR/model")),
     Case("model_is_a_file", ("recommend", "--model", "{tmp}/file", "--user", "1"),
@@ -242,6 +245,8 @@ def workspace(tmp_path: Path) -> Path:
         create_or_get_study(store, name="temp", space=temp.text, settings=StudySettings(temp.search))
     (tmp_path / "file").write_text("not a directory\n")
     (tmp_path / "good.yaml").write_text("training: {epochs: 1}\n")
+    (tmp_path / "small.yaml").write_text(f"dataset: {{name: files, interactions: {HOSTILE / 'small.csv'}}}\n"
+                                         "training: {epochs: 1}\n")
     os.mkfifo(tmp_path / "pipe")  # a pipe, and a device behind a .csv name: read, they would never end
     os.mkfifo(tmp_path / "pipe.csv")
     (tmp_path / "zero.csv").symlink_to("/dev/zero")
@@ -269,6 +274,17 @@ def test_bad_input_gets_one_line_before_anything_is_built(case: Case, workspace:
     assert seconds < ANSWER_S
     assert snapshot(workspace) == before  # the store and every file given are unchanged
     assert not (workspace / "out").exists()
+
+
+def test_a_worker_process_answers_in_the_same_one_line_as_the_command(workspace: Path):
+    """`python -m tuner.search.local` (what `tuner search` starts) formats its errors as `tuner` does:
+    one line, a quoted text capped."""
+    spec = "m" * 5000 + ":f"
+    proc = subprocess.run([sys.executable, "-m", "tuner.search.local", "--study", "temp", "--storage",
+                           f"sqlite:///{workspace / 'store.db'}", "--trial-fn", spec],
+                          cwd=HOSTILE, capture_output=True, text=True, timeout=120)
+    line = refusal(proc)
+    assert proc.stderr.strip() == line and "trial function" in line and " … " in line and len(line) < 2100, line
 
 
 def test_memory_refusal_reads_the_machine_memory_unless_told():

@@ -313,6 +313,30 @@ def test_an_output_that_cannot_be_a_file_is_refused_before_anything_is_read(comm
     assert list((work / "dir").iterdir()) == []
 
 
+@pytest.mark.parametrize("command, out, expected", [
+    ("best", "/proc/tuner-best.yaml", "--out: '/proc"),  # root may write into /proc's folder; the file system says no
+    ("best", "/sys/tuner-best.yaml", "--out: '/sys"),
+    ("best", "/dev/full", "--out: '/dev/full' is not a regular file"),
+    ("report", "/proc/tuner-report.html", "--out: '/proc"),
+    ("report", "/dev/full", "--out: '/dev/full' is not a regular file"),
+], ids=["best-proc", "best-sys", "best-device", "report-proc", "report-device"])
+def test_an_output_the_file_system_refuses_is_one_line_and_nothing_changes(command, out, expected, tuner_store,
+                                                                           db_dir, work):
+    before, work_before = folder_snapshot(db_dir), folder_snapshot(work)
+    line = refused(tuner(command, "--study", "s", "--out", out, "--storage", tuner_store, cwd=work), expected)
+    assert "cannot write" in line or "not a regular file" in line, line
+    assert folder_snapshot(db_dir) == before and folder_snapshot(work) == work_before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+@pytest.mark.parametrize("command", ["best", "report"])
+def test_an_output_in_a_read_only_folder_is_one_line(command, tuner_store, work):
+    (work / "locked").mkdir(mode=0o555)
+    refused(tuner(command, "--study", "s", "--out", work / "locked" / "out", "--storage", tuner_store, cwd=work),
+            "--out:", "locked", "permission denied")
+    assert list((work / "locked").iterdir()) == []
+
+
 def test_a_regular_file_where_the_reports_folder_goes_is_refused(tuner_store, db_dir, work):
     (work / "reports").write_text("not a folder\n")
     before = folder_snapshot(db_dir)
