@@ -20,10 +20,10 @@ def cmd_train(args) -> int:
 
     dataset = load_dataset(cfg.dataset, seed=cfg.seed)  # before TensorFlow loads: bad data fails fast
     memory.check(cfg, args.config, dataset)
-    out = paths.write_out(out, "--out")  # made now, with the data read: an unwritable folder fails before training
     from tuner import train
 
-    train.run(cfg, train.prepare_split(cfg, dataset), out_dir=out)
+    split = train.prepare_split(cfg, dataset)
+    train.run(cfg, split, out_dir=paths.write_out(out, "--out"))  # made first: an unwritable one fails before training
     return 0
 
 
