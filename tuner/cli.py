@@ -15,15 +15,14 @@ def cmd_train(args) -> int:
     from tuner import memory, paths
 
     memory.check(cfg, args.config)  # before loading: synthetic data or histories can be the runaway
-    out = paths.writable_dir(args.out or f"runs/{cfg.hash()}", "--out")
+    out = paths.write_out(args.out or f"runs/{cfg.hash()}", "--out")  # tried now, made when the run writes
     from tuner.data import load_dataset
 
     dataset = load_dataset(cfg.dataset, seed=cfg.seed)  # before TensorFlow loads: bad data fails fast
     memory.check(cfg, args.config, dataset)
     from tuner import train
 
-    split = train.prepare_split(cfg, dataset)
-    train.run(cfg, split, out_dir=paths.write_out(out, "--out"))  # made first: an unwritable one fails before training
+    train.run(cfg, train.prepare_split(cfg, dataset), out_dir=out)
     return 0
 
 

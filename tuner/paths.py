@@ -55,8 +55,9 @@ def writable_file(value: str, flag: str) -> Path:
 
 
 def write_out(value: str | Path, flag: str, text: str | None = None) -> Path:
-    """Writes what a command's `flag` (`--out`) names: the file's `text`, or with no text the
-    folder a run writes into, made now so that an unwritable one fails before any training.
+    """Writes what a command's `flag` (`--out`) names: the file's `text`; or, with no text, tries
+    the folder a run writes into when it ends, by making it and removing what was made, so that an
+    unwritable one fails before any training and a run refused later leaves nothing behind.
     The one writer of every `--out`: a path that cannot be written is one line naming it and the
     reason (a ConfigError: exit 2). A file is written whole or not at all (a temporary file beside
     it, renamed over it), and only over a regular file (`writable_file`): never over /dev/full."""
@@ -64,7 +65,10 @@ def write_out(value: str | Path, flag: str, text: str | None = None) -> Path:
     partial = path.with_name(f".{path.name}.partial")
     try:
         if text is None:
+            made = [p for p in (path, *path.parents) if not p.exists()]  # innermost first
             path.mkdir(parents=True, exist_ok=True)
+            for folder in made:
+                folder.rmdir()
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(text, encoding="utf-8")
