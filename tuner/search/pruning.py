@@ -17,8 +17,7 @@ from typing import Any
 
 from tuner.errors import ConfigError, TrialLost
 from tuner.safe_yaml import quote
-from tuner.store import COMPLETED, RUNNING, Store, api
-from tuner.store.locked import EpochView
+from tuner.store import COMPLETED, RUNNING, EpochView, Store, api
 
 KEY = "search.early_terminate"
 
