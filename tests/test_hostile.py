@@ -162,6 +162,9 @@ CASES = [
          ("--out:", "file'", "is a file", "give a directory")),
     Case("out_under_a_file", ("train", "--config", "{tmp}/good.yaml", "--out", "{tmp}/file/run/1"),
          ("--out:", "is under", "which is a file", "give a directory")),
+    Case("out_on_proc", ("train", "--config", "{tmp}/good.yaml", "--out", "/proc/tuner-run"),
+         ("--out: '/proc", "cannot write")),  # root may write into /proc's folder: the file system says no
+    Case("out_on_sys", ("train", "--config", "{tmp}/good.yaml", "--out", "/sys/tuner-run/1"), ("--out: '/sys",)),
     Case("model_missing", ("recommend", "--model", "{tmp}/nowhere", "--user", "1"),
          ("--model:", "nowhere' not found", "DIR/model")),
     Case("model_is_a_file", ("recommend", "--model", "{tmp}/file", "--user", "1"),
@@ -234,14 +237,12 @@ CASES = [
 def workspace(tmp_path: Path) -> Path:
     """A tuner store holding the study of the built-in temp space, a regular file, a good config and an
     oversized space."""
-    from tuner.space import load_space
+    from tuner.space import StudySettings, load_space
     from tuner.store import create_or_get_study, open_store
 
     with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:  # the built-in temp space's study, as stored
         temp = load_space("temp")
-        create_or_get_study(store, name="temp", space=temp.text, objective=temp.search.objective,
-                            direction=temp.search.direction, oracle=temp.search.oracle,
-                            settings={"max_trials": temp.search.max_trials, "seed": temp.search.seed})
+        create_or_get_study(store, name="temp", space=temp.text, settings=StudySettings(temp.search))
     (tmp_path / "file").write_text("not a directory\n")
     (tmp_path / "good.yaml").write_text("training: {epochs: 1}\n")
     os.mkfifo(tmp_path / "pipe")  # a pipe, and a device behind a .csv name: read, they would never end
@@ -271,6 +272,17 @@ def test_bad_input_gets_one_line_before_anything_is_built(case: Case, workspace:
     assert seconds < ANSWER_S
     assert snapshot(workspace) == before  # the store and every file given are unchanged
     assert not (workspace / "out").exists()
+
+
+def test_a_worker_process_answers_in_the_same_one_line_as_the_command(workspace: Path):
+    """`python -m tuner.search.local` (what `tuner search` starts) formats its errors as `tuner` does:
+    one line, a quoted text capped."""
+    spec = "m" * 5000 + ":f"
+    proc = subprocess.run([sys.executable, "-m", "tuner.search.local", "--study", "temp", "--storage",
+                           f"sqlite:///{workspace / 'store.db'}", "--trial-fn", spec],
+                          cwd=HOSTILE, capture_output=True, text=True, timeout=120)
+    line = refusal(proc)
+    assert proc.stderr.strip() == line and "trial function" in line and " … " in line and len(line) < 2100, line
 
 
 def test_memory_refusal_reads_the_machine_memory_unless_told():

@@ -256,10 +256,7 @@ def load(path: str | Path) -> Config:
     return from_dict(data or {}, str(path))
 
 
-def dump(cfg: Config, path: str | Path | None = None, header: str = "") -> str:
-    """YAML text of a config (optionally written to `path`), with `header` as leading comments."""
+def dump(cfg: Config, header: str = "") -> str:
+    """YAML text of a config, with `header` as leading comments (`paths.write_out` writes it)."""
     lines = "".join(f"# {line}\n" for line in header.splitlines())
-    text = lines + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    if path is not None:
-        Path(path).write_text(text)
-    return text
+    return lines + yaml.safe_dump(cfg.to_dict(), sort_keys=False)

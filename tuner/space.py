@@ -1,8 +1,9 @@
 """Search spaces: a training config plus `parameters:` and `search:`, in W&B sweep syntax.
 
 A space is checked completely when it is loaded, so a typo fails in a second rather than
-after an hour of trials; its search settings are checked here, once, and study creation
-takes them as one `SearchSettings`. Each parameter's distribution is `tuner.distributions`.
+after an hour of trials; its search settings are checked here, once, into one `SearchSettings`,
+which a study keeps (with what it adds) as one `StudySettings` that the store returns. Each
+parameter's distribution is `tuner.distributions`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import dataclasses
 import functools
 import itertools
 import operator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -23,9 +24,8 @@ from tuner.errors import ConfigError
 ORACLES = ("random", "bayesian", "hyperband", "grid")
 DIRECTIONS = ("max", "min")
 ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
-# search.early_terminate (W&B sweep syntax): each type's keys and their defaults. `median` follows
-# Optuna's MedianPruner: no decision before `startup_trials` trials completed (its n_startup_trials).
-EARLY_TERMINATE = {"hyperband": {"min_iter": 1, "eta": 3}, "median": {"min_iter": 1, "startup_trials": 5}}
+RUN_ONLY = ("workers", "study", "engine")  # settings of one `tuner search` run, not of the study it runs
+HYPERBAND_ONLY = ("max_epochs", "factor")  # read by the Hyperband oracle alone
 
 
 @dataclass(frozen=True)
@@ -69,33 +69,40 @@ def search_settings(values: dict, source: str, objectives: Sequence[str] | None 
     if s.oracle == "hyperband":
         typed.require(s.max_epochs is not None and s.max_epochs >= 1, source, "search.max_epochs",
                        "must be >= 1 for hyperband")
-    if s.early_terminate is not None:
-        s = dataclasses.replace(s, early_terminate=_early_terminate(s.early_terminate, s.oracle, source))
+    if s.early_terminate is not None:  # each pruner checks its own keys (imported here: it needs the store)
+        from tuner.search.pruning import checked_early_terminate
+
+        s = dataclasses.replace(s, early_terminate=checked_early_terminate(
+            s.early_terminate, s.oracle, s.objective, s.direction, f"{source}: search.early_terminate"))
     return s
 
 
-def _early_terminate(raw: dict, oracle: str, source: str) -> dict:
-    """`search.early_terminate` with its type's defaults filled in; one-line errors for bad keys."""
-    key = "search.early_terminate"
-    kind = raw.get("type")
-    typed.require(kind in EARLY_TERMINATE, source, f"{key}.type",
-                   f"{safe_yaml.quote(kind)} is not one of {', '.join(EARLY_TERMINATE)}")
-    typed.require(not (kind == "hyperband" and oracle == "hyperband"), source, key,
-                   "type hyperband prunes within trials; oracle hyperband already runs brackets of its own: "
-                   "use one of them (or early_terminate type median)")
-    allowed = EARLY_TERMINATE[kind]
-    for name in raw:
-        if name != "type" and name not in allowed:
-            other = next((k for k, keys in EARLY_TERMINATE.items() if name in keys), None)
-            hint = f"only used by type {other}" if other else "unknown key"
-            raise ConfigError(f"{source}: {key}.{name}: {hint} (type {kind} takes: {', '.join(allowed)})")
-    out = {"type": kind, **allowed, **{k: v for k, v in raw.items() if k != "type"}}
-    for name, low in (("min_iter", 1), ("eta", 2), ("startup_trials", 0)):
-        if name in out:
-            value = out[name]
-            typed.require(isinstance(value, int) and not isinstance(value, bool) and value >= low, source,
-                           f"{key}.{name}", f"must be an integer >= {low}, got {safe_yaml.quote(value)}")
-    return out
+@dataclass(frozen=True)
+class StudySettings:
+    """A study's settings as the store keeps and returns them: the space's checked search
+    settings (`RUN_ONLY` aside) and what the study adds. Typed from the check to the last reader."""
+
+    search: SearchSettings
+    hyperparameters: dict = field(default_factory=dict)  # the space's keras_tuner.HyperParameters config
+    heartbeat_timeout: float = 60.0  # seconds without a beat before a running trial is declared lost
+    towers: dict | None = None  # fingerprint of the space's own towers (usercode.fingerprint)
+    initial_points: int | None = None  # bayesian: random trials first, pinned when a budget grew
+
+    def stored(self) -> dict[str, Any]:
+        """The settings as one flat JSON-ready mapping (search keys beside the study's own):
+        this run's own settings and another oracle's keys left out, so neither tells studies apart."""
+        skip = RUN_ONLY + (() if self.search.oracle == "hyperband" else HYPERBAND_ONLY)
+        search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in skip}
+        return {**search, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "search"}}
+
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> StudySettings:
+        """The settings of `stored()`, trusted (checked when the study was made); a key a study
+        of an older version lacks takes its default."""
+        names = {f.name for f in fields(SearchSettings)}
+        search = SearchSettings(**{k: v for k, v in values.items() if k in names})
+        own = {f.name: values[f.name] for f in fields(cls) if f.name != "search" and f.name in values}
+        return cls(search, **own)
 
 
 @dataclass
@@ -295,7 +302,7 @@ def _parse_search(raw, cfg: config.Config, params: list[Param], stem: str, sourc
 
         check_study_name(s.study, f"{source}: search.study")
     if s.oracle != "hyperband":
-        for key in ("max_epochs", "factor"):
+        for key in HYPERBAND_ONLY:
             typed.require(key not in raw, source, f"search.{key}",
                             f"only used by oracle hyperband (oracle is {s.oracle}); training.epochs sets the epochs")
     else:

@@ -12,7 +12,7 @@ import importlib.util
 
 from tuner import config, towers_check, usercode
 from tuner.errors import ConfigError
-from tuner.space import SearchSettings, Space
+from tuner.space import SearchSettings, Space, StudySettings
 from tuner.store import Store, Study, api, create_or_get_study, list_studies
 
 
@@ -29,7 +29,7 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
     if cfg.model.towers is not None:
         towers = towers_check.in_child(cfg)
         for existing in (s for s in list_studies(store) if s.name == name):
-            usercode.verify(existing.settings.get("towers"), f"study '{name}'")
+            usercode.verify(existing.settings.towers, f"study '{name}'")
     return create_or_resume_custom_study(store, name, space.text, space.hyperparameters(), search or space.search,
                                          heartbeat_timeout=heartbeat_timeout, budget=budget, towers=towers)
 
@@ -60,24 +60,16 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
         if missing:
             raise ConfigError(f"{where}: search.oracle: bayesian needs {' and '.join(missing)} "
                               "(pip install scikit-learn scipy), or use random, hyperband or grid")
-    settings = {"max_trials": search.max_trials, "seed": search.seed, "retries": search.retries,
-                "heartbeat_timeout": heartbeat_timeout, "hyperparameters": hyperparameters.get_config()}
-    if search.oracle == "hyperband":
-        settings.update(max_epochs=search.max_epochs, factor=search.factor)
-    if search.early_terminate is not None:
-        settings["early_terminate"] = search.early_terminate
-    if towers is not None:
-        settings["towers"] = towers
-    study, created = create_or_get_study(store, name=name, space=text, objective=search.objective,
-                                         direction=search.direction, oracle=search.oracle, settings=settings,
+    settings = StudySettings(search, hyperparameters=hyperparameters.get_config(), heartbeat_timeout=heartbeat_timeout,
+                             towers=towers)
+    study, created = create_or_get_study(store, name=name, space=text, settings=settings,
                                          resizable=("max_trials", "initial_points"))
-    wanted, stored = search.max_trials, study.settings.get("max_trials")
+    wanted, stored = search.max_trials, study.settings.search.max_trials
     if created or wanted is None or wanted == stored or (budget == "extend" and stored is not None and wanted < stored):
         return study
     # the Bayesian oracle's random start stays the one computed from the first budget
-    pin = {"initial_points": bayesian_initial_points(stored)} if search.oracle == "bayesian" and stored else {}
-    new_settings = api.resize_budget(store, study.id, wanted, pin=pin)
-    return dataclasses.replace(study, settings=new_settings)
+    points = bayesian_initial_points(stored) if search.oracle == "bayesian" and stored else None
+    return dataclasses.replace(study, settings=api.resize_budget(store, study.id, wanted, initial_points=points))
 
 
 def bayesian_initial_points(max_trials: int) -> int:
