@@ -237,7 +237,8 @@ CASES = [
 def workspace(tmp_path: Path) -> Path:
     """A tuner store holding the study of the built-in temp space, a regular file, a good config and an
     oversized space."""
-    from tuner.space import StudySettings, load_space
+    from tuner.settings import StudySettings
+    from tuner.space import load_space
     from tuner.store import create_or_get_study, open_store
 
     with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:  # the built-in temp space's study, as stored

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import throwaway_postgres
 import yaml
 
-from tuner.space import SearchSettings, StudySettings
+from tuner.settings import SearchSettings, StudySettings
 from tuner.store import COMPLETED, RUNNING, STUDY_NAME_RULE, api, create_or_get_study, open_store
 
 ENV = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"} | {"PYTHONWARNINGS": "ignore"}

@@ -20,8 +20,10 @@ import sqlalchemy as sa
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, start_local_workers
-from tuner.search.pruning import HyperbandPruner, MedianPruner, decide, options, promotable
-from tuner.space import load_space, search_settings
+from tuner.search.pruners import HyperbandPruner, MedianPruner, options, promotable
+from tuner.search.pruning import decide
+from tuner.settings import search_settings
+from tuner.space import load_space
 from tuner.store import COMPLETED, PRUNED, RUNNING, EpochView, api, get_study, list_metrics, list_trials, open_store
 from tuner.store.schema import DECISION
 
@@ -164,7 +166,7 @@ def test_each_pruner_checks_its_own_keys_and_reads_plain_values():
                                           r"got True$"):
         MedianPruner("score", "max", startup_trials=True, where="x.yaml: search.early_terminate")
     view = EpochView(epoch=2, value=0.25, curve=(0.1, 0.25), decided=(0.5, 0.4), completed=(0.2, 0.4),
-                     counts={COMPLETED: 2, RUNNING: 1})
+                     completed_trials=2)
     assert MedianPruner("score", "max", startup_trials=2).should_stop(view) is True  # 0.25 < median 0.3
     assert MedianPruner("score", "max", startup_trials=3).should_stop(view) is None  # two completed, three needed
     assert HyperbandPruner("score", "max", eta=3).should_stop(view) is True  # 0.25 is not the best of three

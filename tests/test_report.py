@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tuner import report
-from tuner.space import SearchSettings, StudySettings
+from tuner.settings import SearchSettings, StudySettings
 from tuner.store import COMPLETED, FAILED, PRUNED, RUNNING, StoreError, api, create_or_get_study, open_store
 
 OBJECTIVE = "val_recall@10"

@@ -21,7 +21,7 @@ from tuner.store import (COMPLETED, FAILED, RUNNING, SCHEMA_VERSION, Store, Stor
                          create_or_get_study, get_study, list_metrics, list_studies, list_trials, mask_url, open_store,
                          study_fingerprint)
 from tuner.errors import ConfigError
-from tuner.space import SearchSettings, StudySettings
+from tuner.settings import SearchSettings, StudySettings
 from tuner.store import api, schema
 
 SEARCH = SearchSettings(objective="score", direction="max", oracle="random", max_trials=5, seed=1, retries=1)

@@ -23,7 +23,7 @@ from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, in_subprocess, load_trial_fn, run_worker, \
     start_local_workers
 from tuner.search.local import worker_env
-from tuner.space import search_settings
+from tuner.settings import search_settings
 from tuner.store import COMPLETED, FAILED, INTERRUPTED, RUNNING, best_trial, list_metrics, list_trials, open_store
 
 HERE = Path(__file__).resolve()

@@ -1,8 +1,7 @@
 """Search spaces: a training config plus `parameters:` and `search:`, in W&B sweep syntax.
 
 A space is checked completely when it is loaded, so a typo fails in a second rather than
-after an hour of trials; its search settings are checked here, once, into one `SearchSettings`,
-which a study keeps (with what it adds) as one `StudySettings` that the store returns. Each
+after an hour of trials; its `search:` is checked once into one `tuner.settings.SearchSettings`. Each
 parameter's distribution is `tuner.distributions`.
 """
 from __future__ import annotations
@@ -12,98 +11,15 @@ import dataclasses
 import functools
 import itertools
 import operator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from tuner import config, config_paths, safe_yaml, typed, usercode
 from tuner.distributions import Param, decode, encode, parse_param, scalar_type
 from tuner.errors import ConfigError
-
-ORACLES = ("random", "bayesian", "hyperband", "grid")
-DIRECTIONS = ("max", "min")
-ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
-RUN_ONLY = ("workers", "study", "engine")  # settings of one `tuner search` run, not of the study it runs
-HYPERBAND_ONLY = ("max_epochs", "factor")  # read by the Hyperband oracle alone
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """How a study searches; built and checked by `search_settings` only, then trusted by the study."""
-
-    oracle: str = "random"
-    objective: str = "val_recall@10"
-    direction: str = "max"
-    max_trials: int | None = 20  # None: until the oracle stops by itself (hyperband, grid)
-    workers: int = 1
-    seed: int = 42  # default: the config's seed
-    max_epochs: int | None = 10  # hyperband; default: training.epochs
-    factor: int = 3  # hyperband
-    retries: int = 1  # re-queues of a trial whose worker died
-    study: str = ""  # default: the file's stem
-    engine: str = "local"  # "ray": `tuner search` places the workers on a Ray cluster, as --ray does
-    early_terminate: dict[str, Any] | None = None  # checked, defaults filled: {"type": "hyperband", "min_iter": 1, "eta": 3}
-
-    def replace(self, source: str, **changes) -> SearchSettings:
-        """These settings with `changes` (command-line overrides named by `source`), checked again."""
-        return search_settings({**dataclasses.asdict(self), **changes}, source)
-
-
-def search_settings(values: dict, source: str, objectives: Sequence[str] | None = None) -> SearchSettings:
-    """Checked search settings from a mapping: a space's `search:` with its defaults filled in, or
-    the settings of a study whose trials are not training configs (`objectives` None: any name)."""
-    s = typed.build(SearchSettings, values, source, "search.")
-    typed.one_of(s.oracle, ORACLES, source, "search.oracle")
-    typed.one_of(s.direction, DIRECTIONS, source, "search.direction")
-    typed.one_of(s.engine, ENGINES, source, "search.engine")
-    if objectives is None:
-        typed.require(bool(s.objective), source, "search.objective", "must be a metric name")
-    else:
-        typed.one_of(s.objective, objectives, source, "search.objective")
-    typed.require(s.max_trials is not None or s.oracle in ("hyperband", "grid"), source, "search.max_trials",
-                   f"required for oracle {s.oracle}")
-    for key, low in (("max_trials", 1), ("workers", 1), ("retries", 0), ("factor", 2)):
-        typed.require(getattr(s, key) is None or getattr(s, key) >= low, source, f"search.{key}",
-                       f"must be >= {low} (got {getattr(s, key)})")
-    if s.oracle == "hyperband":
-        typed.require(s.max_epochs is not None and s.max_epochs >= 1, source, "search.max_epochs",
-                       "must be >= 1 for hyperband")
-    if s.early_terminate is not None:  # each pruner checks its own keys (imported here: it needs the store)
-        from tuner.search.pruning import checked_early_terminate
-
-        s = dataclasses.replace(s, early_terminate=checked_early_terminate(
-            s.early_terminate, s.oracle, s.objective, s.direction, f"{source}: search.early_terminate"))
-    return s
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """A study's settings as the store keeps and returns them: the space's checked search
-    settings (`RUN_ONLY` aside) and what the study adds. Typed from the check to the last reader."""
-
-    search: SearchSettings
-    hyperparameters: dict = field(default_factory=dict)  # the space's keras_tuner.HyperParameters config
-    heartbeat_timeout: float = 60.0  # seconds without a beat before a running trial is declared lost
-    towers: dict | None = None  # fingerprint of the space's own towers (usercode.fingerprint)
-    initial_points: int | None = None  # bayesian: random trials first, pinned when a budget grew
-
-    def stored(self) -> dict[str, Any]:
-        """The settings as one flat JSON-ready mapping (search keys beside the study's own):
-        this run's own settings and another oracle's keys left out, so neither tells studies apart."""
-        skip = RUN_ONLY + (() if self.search.oracle == "hyperband" else HYPERBAND_ONLY)
-        search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in skip}
-        return {**search, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "search"}}
-
-    @classmethod
-    def from_stored(cls, values: dict[str, Any]) -> StudySettings:
-        """The settings of `stored()`, trusted (checked when the study was made); a key a study
-        of an older version lacks takes its default."""
-        names = {f.name for f in fields(SearchSettings)}
-        search = SearchSettings(**{k: v for k, v in values.items() if k in names})
-        own = {f.name: values[f.name] for f in fields(cls) if f.name != "search" and f.name in values}
-        return cls(search, **own)
-
+from tuner.settings import HYPERBAND_ONLY, SearchSettings, search_settings
 
 @dataclass
 class Space:

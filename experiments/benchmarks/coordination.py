@@ -65,7 +65,7 @@ def run_case(url: str, workers: int, trials: int, sleep: float) -> dict:
     import keras_tuner as kt
 
     from tuner.search import create_or_resume_custom_study, worker_env
-    from tuner.space import search_settings
+    from tuner.settings import search_settings
 
     hp = kt.HyperParameters()
     hp.Float("x", 0.0, 1.0)

@@ -162,7 +162,7 @@ def replay(source: tuple[str, str], variant: str, n: int, path: Path) -> list[di
     import keras_tuner as kt
 
     from tuner.search import create_or_resume_custom_study, run_worker
-    from tuner.space import search_settings
+    from tuner.settings import search_settings
 
     url, study = source
     with open_store(url) as store:

@@ -24,7 +24,7 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(f"tuner.search.{_HOMES[name]}"), name)
     if name == "ORACLES":
-        from tuner.space import ORACLES
+        from tuner.settings import ORACLES
 
         return ORACLES
     if name == "TrialLost":

@@ -1,6 +1,6 @@
 """Studies: created from a space and its checked search settings, or resumed with the same ones.
 
-The search settings arrive checked (`tuner.space.search_settings`); what is checked here is
+The search settings arrive checked (`tuner.settings.search_settings`); what is checked here is
 only what a space cannot know: the heartbeat timeout, and whether this machine can run the
 oracle. Light on purpose: no keras_tuner import (the HyperParameters object comes built); a
 space's own towers (`model.towers`) are built and checked in a child process.
@@ -12,7 +12,8 @@ import importlib.util
 
 from tuner import config, towers_check, usercode
 from tuner.errors import ConfigError
-from tuner.space import SearchSettings, Space, StudySettings
+from tuner.settings import SearchSettings, StudySettings
+from tuner.space import Space
 from tuner.store import Store, Study, api, create_or_get_study, list_studies
 
 

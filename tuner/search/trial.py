@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from tuner import usercode
 from tuner.errors import TrialLost
-from tuner.search.pruning import decide, pruner_for
+from tuner.search.pruners import pruner_for
+from tuner.search.pruning import decide
 from tuner.store import Store, api, open_store
 from tuner.store.engine import one_line
 from tuner.store.schema import COMPLETED, FAILED, PRUNED

@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from tuner.errors import StoreError
-from tuner.space import StudySettings
+from tuner.settings import StudySettings
 from tuner.store.engine import Store
 from tuner.store.locked import LockedStudy, add_metrics, curve
 from tuner.store.schema import DECISION, RUNNING, metrics, studies, trials

@@ -12,7 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tuner.space import StudySettings
+from tuner.settings import StudySettings
 from tuner.store.schema import COMPLETED, DECISION, RUNNING, metrics, studies, trials
 from tuner.store.studies import settings_text, stored_settings
 
@@ -37,7 +37,7 @@ class EpochView:
     curve: tuple[float, ...]  # the trial's objective at epochs 1..`epoch`, as reported
     decided: tuple[float, ...]  # the objective at `epoch` of the other trials the pruner decided there
     completed: tuple[float, ...]  # the objective at `epoch` of the completed trials
-    counts: dict[str, int]  # trials per status
+    completed_trials: int  # how many trials of the study completed
 
 
 class LockedStudy:
@@ -138,7 +138,8 @@ class LockedStudy:
         mine = curve(self._conn, trial_id, objective)
         return EpochView(epoch, value, tuple(v for e, v in sorted(mine.items()) if e <= epoch),
                          tuple(self._values_at(objective, epoch, decided=True, exclude=trial_id)),
-                         tuple(self._values_at(objective, epoch, status=COMPLETED)), self._counts())
+                         tuple(self._values_at(objective, epoch, status=COMPLETED)),
+                         self._counts().get(COMPLETED, 0))
 
     def _values_at(self, name: str, epoch: int, *, decided: bool = False, status: str | None = None,
                    exclude: int | None = None) -> list[float]:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from tuner.errors import ConfigError, StoreError
 from tuner.safe_yaml import quote
-from tuner.space import StudySettings
+from tuner.settings import StudySettings
 from tuner.store.engine import Store
 from tuner.store.schema import STUDY_NAME_MAX, studies, trials
 
