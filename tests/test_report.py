@@ -92,10 +92,14 @@ def build_study(store, name=STUDY) -> tuple[object, list[int]]:
     return study, numbers
 
 
-def embedded_rows(page: str) -> list[dict]:
-    """The datapoints HiPlot will draw, decoded from the page the way its script decodes them."""
+def embedded_experiment(page: str) -> dict:
+    """The experiment HiPlot will draw, decoded from the page the way its script decodes it."""
     literal = re.search(r"Object\.assign\(options, JSON\.parse\((\".*?\")\)\);", page).group(1)
-    return json.loads(json.loads(literal))["experiment"]["datapoints"]
+    return json.loads(json.loads(literal))["experiment"]
+
+
+def embedded_rows(page: str) -> list[dict]:
+    return embedded_experiment(page)["datapoints"]
 
 
 def start_tags(page: str) -> list[tuple[str, list]]:
@@ -150,7 +154,14 @@ def test_report_rows_types_and_escaping(sqlite_url, tmp_path):
     done = rows[str(numbers[2])]
     assert done["retrieval.temperature"] == 0.03 and done["negatives.strategy"] == "in_batch"
     assert done[OBJECTIVE] == pytest.approx(quality(0.03), rel=1e-4) and done["worker"] == "w0"
-    assert {"test_ndcg@10", "most_popular_test_recall@10", "started"} <= set(done)
+    assert {"val_recall@100", "started", "status", "duration_s"} <= set(done)
+    assert not {"test_ndcg@10", "test_recall@10", "most_popular_test_recall@10"} & set(done)  # validation only
+
+    # the parallel plot opens on the objective and the searched parameters; the rest is hidden, not dropped
+    plot = embedded_experiment(page)["display_data"]["PARALLEL_PLOT"]
+    searched = ["retrieval.temperature", "training.learning_rate", "negatives.strategy"]
+    assert plot["order"][::-1] == [OBJECTIVE, *searched]
+    assert set(plot["hide"]) == {"uid", *done} - {OBJECTIVE, *searched} and "val_recall@100" in plot["hide"]
 
     # standalone: nothing fetched from elsewhere; user text never markup, never a script end
     tags = start_tags(page)
@@ -366,8 +377,14 @@ def test_report_in_headless_chromium(browser, sqlite_url, tmp_path):
 
     # one line per trial, the objective first and colouring, log parameters on log axes
     assert sorted(state["uids"], key=int) == [str(n) for n in numbers] and state["tableRows"] == len(numbers)
-    assert state["axes"][0] == OBJECTIVE and state["colorby"] == OBJECTIVE
-    assert {"retrieval.temperature", "training.learning_rate", "negatives.strategy", "status"} <= set(state["axes"])
+    # the plot opens on the objective and the searched parameters alone: four axes whose labels never overlap
+    assert state["axes"] == [OBJECTIVE, "retrieval.temperature", "training.learning_rate", "negatives.strategy"]
+    assert state["colorby"] == OBJECTIVE
+    labels = browser.execute_script("""return Array.from(document.querySelectorAll('.pplot-root .label-name'))
+        .map(function (e) { var r = e.getBoundingClientRect(); return [e.textContent, r.left, r.right]; });""")
+    assert sorted(text for text, _, _ in labels) == sorted(state["axes"])
+    spans = sorted((left, right) for _, left, right in labels)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), labels  # side by side, none over another
     assert state["types"]["retrieval.temperature"] == "numericlog" == state["types"]["training.learning_rate"]
     assert state["types"]["negatives.strategy"] == "categorical" and state["types"][OBJECTIVE] == "numeric"
     failed_color = state["colors"].pop(str(numbers[-1]))
@@ -505,16 +522,17 @@ def test_the_report_draws_the_baselines_beside_the_trials(sqlite_url, tmp_path, 
     assert "tr-ref" not in drawn["loss"]  # the baselines have no training loss
     assert "MostPopular, EASE, ALS: their final value" in html_text(page)
 
-    # beside the best trial: its objective and test counterpart, each baseline's, best ÷ the strongest
+    # beside the best trial: its objective, each baseline's, best ÷ the strongest, all on validation;
+    # the test values these trials hold (as studies before validation-only trials did) are not shown
     assert reference_table(page) == [
-        ["", OBJECTIVE, "test_recall@10"],
-        [f"best (trial {best})", fmt(q), fmt(0.9 * q)],
-        ["MostPopular", "0.05", "0.045"], ["EASE", "0.0955", "0.08595"], ["ALS", "0.0973", "0.08757"]]
-    assert (f"best ÷ ALS, the strongest baseline: {q / 0.0973:.2f}× on val, {0.9 * q / (0.9 * 0.0973):.2f}× on test"
-            in header_text(page))
+        ["", OBJECTIVE], [f"best (trial {best})", fmt(q)],
+        ["MostPopular", "0.05"], ["EASE", "0.0955"], ["ALS", "0.0973"]]
+    assert f"best ÷ ALS, the strongest baseline: {q / 0.0973:.2f}× on val" in header_text(page)
+    assert "test: tuner train --config best.yaml" in header_text(page) and "on test" not in header_text(page)
     assert "disagree" not in page
     rows = {d["uid"]: d["values"] for d in embedded_rows(page)}
-    assert rows[str(best)]["als_test_ndcg@10"] == pytest.approx(0.5 * 0.0973)  # HiPlot's table has them too
+    assert rows[str(best)]["als_val_recall@100"] == pytest.approx(3 * 0.0973)  # HiPlot's table has them too
+    assert not [name for name in rows[str(best)] if "test_" in name]
 
     assert cli.main(["status", "--study", "baselines", "--storage", sqlite_url]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -583,6 +601,9 @@ def test_flat_metrics_names_every_baseline_that_ran():
     assert train.flat_metrics(result) == {"val_recall@10": 0.2, "test_recall@10": 0.2,
                                           "most_popular_val_recall@10": 0.2,
                                           "ease_val_recall@10": 0.3, "ease_test_recall@10": 0.25}
+    trial = {"val": part, "most_popular": {"val": part}, "baselines": {"ease": {"val": {"recall@10": 0.3}}}}
+    assert train.flat_metrics(trial) == {"val_recall@10": 0.2, "most_popular_val_recall@10": 0.2,
+                                         "ease_val_recall@10": 0.3}  # a search trial's: validation only
 
 
 def test_a_real_search_stores_its_baselines_and_the_report_draws_them(tmp_path):
@@ -625,12 +646,14 @@ def test_a_real_search_stores_its_baselines_and_the_report_draws_them(tmp_path):
     def baselines_of(metrics, prefix):
         return {k[len(prefix) + 1:]: v for k, v in metrics.items() if k.startswith(prefix + "_")}
 
-    # every trial holds its split's baselines exactly as they were computed (and cached, once per split)
+    # every trial holds its split's baselines exactly as they were computed (and cached, once per split),
+    # on validation only: a search never scores test
     cached = {}
     for path in (tmp_path / "cache" / "baselines").glob("*.json"):
         entry = json.loads(path.read_text())
+        assert "test" not in entry and entry["val"], path
         cached.setdefault(path.name.split("-")[0], []).append(
-            {f"{part}_{k}": v for part in ("val", "test") for k, v in entry[part].items() if math.isfinite(v)})
+            {f"val_{k}": v for k, v in entry["val"].items() if math.isfinite(v)})
     assert sorted(cached) == sorted(expected[1:]) and all(len(c) == 2 for c in cached.values())  # two splits
     for n, metrics in stored.items():
         assert {k.split("_val_")[0] for k in metrics if "_val_" in k and not k.startswith("val_")} == set(expected)

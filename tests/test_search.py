@@ -80,10 +80,15 @@ def test_two_workers_best_config_round_trip(tmp_path):
     text_status = tuner("status", "--storage", url, cwd=tmp_path)  # the newest study by default
     assert text_status.stdout.count("COMPLETED") == 4 and text_status.stdout.count("* ") == 1
 
+    # test is touched once: no trial measured it; training the exported best config does
+    assert rows(db, "SELECT COUNT(*) FROM metrics WHERE name LIKE '%test%'") == [(0,)]
     train = tuner("train", "--config", "best.yaml", "--out", "run", cwd=tmp_path)
     assert train.returncode == 0, train.stderr[-2000:]
-    reproduced = json.loads((tmp_path / "run" / "metrics.json").read_text())["val"]["recall@10"]
-    assert reproduced == pytest.approx(best[0]["objective"], rel=0.02)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["val"]["recall@10"] == pytest.approx(best[0]["objective"], rel=0.02)
+    assert metrics["test"]["recall@10"] > 0 and metrics["most_popular"]["test"]["recall@10"] > 0
+    assert all(entry["test"] for entry in metrics["baselines"].values() if "skipped" not in entry)
+    assert "test:\n" in train.stderr  # the table of test metrics, beside the baselines'
 
 
 def test_resume_after_interrupt_runs_no_trial_twice(tmp_path):
@@ -264,6 +269,55 @@ def test_a_trial_builds_its_config_once_and_a_worker_loads_its_split_once(tmp_pa
     assert [t.status for t in list_trials(store, "once")] == ["COMPLETED", "COMPLETED"]
     assert builds_per_trial == [1, 1]
     assert counts["loads"] == 1
+
+
+def test_search_trials_measure_validation_only_and_a_worker_ranks_its_references_once(tmp_path, monkeypatch):
+    """Validation chooses, test is touched once: the trials of a real search (one worker, this
+    process) store no test metric, neither the model's nor a baseline's, and evaluate no test part.
+    The worker ranks MostPopular and reads the baselines once for its split, not once per trial,
+    and a trial's final val metrics are its last epoch's (every val user): not evaluated again."""
+    from tuner import train
+    from tuner.search import create_or_resume_study, run_worker
+    from tuner.space import load_space
+    from tuner.store import list_metrics, list_trials, open_store
+
+    space = yaml.safe_load(TEMP_SPACE.read_text())
+    space["model"]["embedding_dim"] = 8
+    space["training"]["epochs"] = 2
+    space["evaluation"]["baselines"] = ["ease"]
+    space["search"]["max_trials"] = 2
+    del space["search"]["early_terminate"]
+    path = tmp_path / "honest.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'honest.db'}"
+    store = open_store(url)
+    create_or_resume_study(store, "honest", load_space(str(path)))
+
+    parts, references = [], []
+    real_evaluate, real_references = train.evaluate, train.references
+
+    def counting_evaluate(model, split, part, *args, **kwargs):
+        parts.append(part)
+        return real_evaluate(model, split, part, *args, **kwargs)
+
+    def counting_references(*args, **kwargs):
+        references.append(args[2])
+        return real_references(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", counting_evaluate)
+    monkeypatch.setattr(train, "references", counting_references)
+    run_worker(url, "honest", worker_id="w0", log=lambda line: None)
+
+    assert [t.status for t in list_trials(store, "honest")] == ["COMPLETED", "COMPLETED"]
+    finals = {}
+    for m in list_metrics(store, "honest"):
+        if m.epoch is None:
+            finals.setdefault(m.number, {})[m.name] = m.value
+    for metrics in finals.values():
+        assert not [name for name in metrics if "test_" in name], sorted(metrics)
+        assert {"val_recall@10", "val_ndcg@100", "most_popular_val_recall@10", "ease_val_recall@10"} <= set(metrics)
+    assert parts == ["val"] * 4  # two epochs of two trials; the final val metrics are the last epoch's
+    assert references == [("val",)]  # once for the worker's split
 
 
 def test_a_hyperband_child_starts_from_its_parents_weights_and_checkpoints_are_cleaned_up(tmp_path, monkeypatch):

@@ -88,6 +88,24 @@ def test_training_with_history_validation_and_early_stopping(tmp_path):
     assert rec.returncode == 0 and len(rec.stdout.strip().splitlines()) == 10, rec.stderr[-2000:]
 
 
+def test_a_run_stopped_after_an_epoch_keeps_that_epochs_val_metrics_and_scores_no_test(monkeypatch):
+    """What a pruned search trial does: `on_epoch` stops training after epoch 1; with `test=False`
+    the run evaluates nothing after that epoch and its val metrics are the epoch's own."""
+    from tuner import config, train
+
+    cfg = config.from_dict({"dataset": {"name": "movielens-100k"}, "model": {"embedding_dim": 8},
+                            "training": {"epochs": 5}, "evaluation": {"ks": [10], "baselines": []}}, "test")
+    split = train.prepare_split(cfg)
+    calls, real_evaluate = [], train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda model, s, part, *a, **k: calls.append(part) or
+                        real_evaluate(model, s, part, *a, **k))
+    result = train.run(cfg, split, on_epoch=lambda epoch, metrics: True, test=False, log=lambda line: None)
+    assert [row["epoch"] for row in result["epochs"]] == [1] and calls == ["val"]
+    assert result["val"] == result["epochs"][0]["val"] and result["val"]["recall@10"] > 0
+    assert "test" not in result and set(result["most_popular"]) == {"val"}
+    assert not [name for name in train.flat_metrics(result) if "test_" in name]
+
+
 def test_divergence_is_one_line_error_with_a_cause(tmp_path):
     path = tmp_path / "diverge.yaml"
     path.write_text(yaml.safe_dump({

@@ -1,7 +1,8 @@
 """Fit one config and measure it: the single code path behind `tuner train` and every search trial.
 
 Trials and production training share this function so that `tuner best` configs reproduce
-their trial: same data preparation, same seeds, same evaluation protocol.
+their trial: same data preparation, same seeds, same evaluation protocol. A trial scores
+validation only; test is scored when a config is trained for good (`tuner train`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tuner.data.types import Dataset, Split
 from tuner.errors import TrainingDiverged
 from tuner.baselines import baselines_for, columns as baseline_columns, describe as describe_baselines
 from tuner.evaluate import evaluate, format_table, most_popular
-from tuner.heldout import sample_users, with_cold_users
+from tuner.heldout import PARTS, sample_users, with_cold_users
 from tuner.model import TwoTowerModel, build_model
 from tuner.model.optimizers import build_optimizer
 
@@ -61,20 +62,40 @@ def prepare_split(cfg: Config, dataset: Dataset | None = None) -> Split:
 
 
 class SplitKeeper:
-    """Keeps the split of the last config it was asked for: many configs over the same data (a
-    search worker's trials, an experiment's grid) load and split it once, and again only when
-    the dataset, split, seed or history length change."""
+    """Keeps the split of the last config it was asked for, and the references measured on it:
+    many configs over the same data (a search worker's trials, an experiment's grid) load and
+    split it once, and again only when the dataset, split, seed or history length change."""
 
     def __init__(self):
         self._inputs: tuple | None = None
         self._split: Split | None = None
+        self._references: tuple[tuple, dict] | None = None
 
     def split_for(self, cfg: Config) -> Split:
         inputs = (cfg.dataset, cfg.split, cfg.model.history_length, cfg.seed)  # all that prepare_split reads
         if self._split is None or inputs != self._inputs:
-            self._split = None  # let the old split go before the new one loads
+            self._split = self._references = None  # let the old split go before the new one loads
             self._split, self._inputs = prepare_split(cfg), inputs
         return self._split
+
+    def references_for(self, cfg: Config, parts: tuple[str, ...], log=log_stderr) -> dict:
+        """`references(cfg, split, parts)` on the kept split, measured once per evaluation setting
+        (a trial would otherwise rank MostPopular again and re-read the baselines' cache)."""
+        split = self.split_for(cfg)
+        ev = cfg.evaluation
+        key = (self._inputs, tuple(ev.ks), ev.memory_mb, ev.monitor, tuple(ev.baselines), tuple(parts))
+        if self._references is None or self._references[0] != key:
+            self._references = key, references(cfg, split, parts, log)
+        return self._references[1]
+
+
+def references(cfg: Config, split: Split, parts: tuple[str, ...] = PARTS, log=log_stderr) -> dict:
+    """What a model is judged beside, on `parts`: `{"most_popular": {part: metrics},
+    "baselines": tuner.baselines.baselines_for(...)}`; they depend on the split, not the model."""
+    ev = cfg.evaluation
+    popular = {part: with_cold_users(lambda s, part=part: most_popular(s, part, ev.ks, ev.memory_mb), split, part)
+               for part in parts}
+    return {"most_popular": popular, "baselines": baselines_for(cfg, split, log, parts)}
 
 
 def make_optimizer(cfg: Config) -> tf.keras.optimizers.Optimizer:
@@ -101,6 +122,8 @@ class _EpochLoop(tf.keras.callbacks.Callback):
         self.history: list[dict] = []
         self.best_value, self.best_epoch, self.best_weights = -math.inf, 0, None
         self.stale = 0
+        self.pruned = False  # the search's pruner stopped training after the last epoch
+        self.full_val = True  # the per-epoch val rows cover every val user, as final metrics do
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -121,6 +144,7 @@ class _EpochLoop(tf.keras.callbacks.Callback):
         if ev.every_epoch and len(self.split.val):
             # a seeded sample of val users (evaluation.val_users): the same users every epoch and trial
             users = sample_users(self.split, "val", ev.val_users, self.cfg.split.seed)
+            self.full_val = users is None
             row["val"] = evaluate(self.model, self.split, "val", ev.ks, ev.memory_mb, users=users)
             value = row["val"][ev.monitor]
             line += f"  val {ev.monitor} {value:.4f}"
@@ -139,11 +163,20 @@ class _EpochLoop(tf.keras.callbacks.Callback):
         if self.on_epoch is not None:
             metrics = {"loss": row["loss"], **{f"val_{k}": v for k, v in row.get("val", {}).items()}}
             if self.on_epoch(epoch + 1, metrics) is True:  # a search's pruner stops the trial here
-                self.model.stop_training = True
+                self.model.stop_training = self.pruned = True
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+    def measured_val(self) -> dict | None:
+        """The val metrics of the weights the model ends with, when an epoch already measured them
+        on every val user (the last epoch's, or the best one's when early stopping restored it);
+        a pruned trial's last epoch, sampled or not (what the pruner judged). None otherwise."""
+        if not self.history or "val" not in self.history[-1] or not (self.full_val or self.pruned):
+            return None
+        restored = self.best_weights is not None and not self.pruned
+        return next(row["val"] for row in self.history[::-1] if not restored or row["epoch"] == self.best_epoch)
 
 
 def build_model_for(cfg: Config, split: Split, model_cls: type[TwoTowerModel] = TwoTowerModel) -> TwoTowerModel:
@@ -158,16 +191,21 @@ def build_model_for(cfg: Config, split: Split, model_cls: type[TwoTowerModel] = 
 
 
 def run(cfg: Config, split: Split, out_dir: str | Path | None = None, on_epoch: EpochHook | None = None,
-        log: Callable[[str], None] = log_stderr, model=None, initial_epoch: int = 0) -> dict:
-    """Trains `cfg` on `split` (from `prepare_split(cfg)`), evaluates val/test beside MostPopular,
-    and writes metrics.json and the model.
+        log: Callable[[str], None] = log_stderr, model=None, initial_epoch: int = 0, test: bool = True,
+        measured: dict | None = None) -> dict:
+    """Trains `cfg` on `split` (from `prepare_split(cfg)`), evaluates it beside MostPopular and the
+    baselines, and writes metrics.json and the model.
 
     Returns the metrics document (also written to `out_dir/metrics.json` when `out_dir` is set).
     `model`: one already built by `build_model_for(cfg, split)` (experiments swap in variants).
     `on_epoch(epoch, {"loss": .., "val_recall@10": ..})` is called after every epoch (trial stores
     use it to keep learning curves of killed trials); returning True stops training after that
-    epoch. `initial_epoch`: epochs the given model already trained (a Hyperband trial continuing
-    its parent's weights): training runs epochs initial_epoch+1..training.epochs.
+    epoch, and the final val metrics are then that epoch's (nothing is evaluated again).
+    `initial_epoch`: epochs the given model already trained (a Hyperband trial continuing its
+    parent's weights): training runs epochs initial_epoch+1..training.epochs.
+    `test`: also score the test part (`tuner train`). A search trial passes False: validation
+    chooses, and test is touched once, by training the exported best config.
+    `measured`: `references(cfg, split, parts)` already at hand (a worker's `SplitKeeper`).
     Raises TrainingDiverged on a NaN/inf loss.
     """
     started = time.perf_counter()
@@ -185,22 +223,25 @@ def run(cfg: Config, split: Split, out_dir: str | Path | None = None, on_epoch: 
     model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, verbose=0, callbacks=[loop])
     trained = time.perf_counter()
 
-    ev = cfg.evaluation
-    result = {
-        "config": cfg.to_dict(),
-        "config_hash": cfg.hash(),
-        "epochs": loop.history,
-        "best_epoch": loop.best_epoch or len(loop.history),
-        "val": with_cold_users(lambda s: evaluate(model, s, "val", ev.ks, ev.memory_mb), split, "val"),
-        "test": with_cold_users(lambda s: evaluate(model, s, "test", ev.ks, ev.memory_mb), split, "test"),
-        "most_popular": {part: with_cold_users(lambda s, part=part: most_popular(s, part, ev.ks, ev.memory_mb),
-                                               split, part) for part in ("val", "test")},
-        "baselines": baselines_for(cfg, split, log),  # computed once per split, then read from the cache
-    }
+    ev, parts = cfg.evaluation, PARTS if test else ("val",)
+    known = loop.measured_val()
+
+    def measure(s: Split, part: str) -> dict:  # the whole part: what an epoch measured, if it did
+        if part == "val" and s is split and known is not None:
+            return dict(known)
+        return evaluate(model, s, part, ev.ks, ev.memory_mb)
+
+    result = {"config": cfg.to_dict(), "config_hash": cfg.hash(), "epochs": loop.history,
+              "best_epoch": loop.best_epoch or len(loop.history)}
+    if loop.pruned and known is not None:  # the pruner judged the last epoch: its metrics stand (no cold users)
+        result["val"] = dict(known)
+    result.update({part: with_cold_users(lambda s, part=part: measure(s, part), split, part)
+                   for part in parts if part not in result})
+    result.update(measured if measured is not None else references(cfg, split, parts, log))
     result["timings"] = {"load_s": round(loaded - started, 3), "train_s": round(trained - loaded, 3),
                          "eval_s": round(time.perf_counter() - trained, 3)}
     if out_dir is not None:  # a production run prints its results; trials are summarised by the store
-        for part in ("val", "test"):
+        for part in parts:
             if result[part]:
                 log(f"{part}:\n" + format_table({"model": result[part], "MostPopular": result["most_popular"][part],
                                                  **baseline_columns(result["baselines"], part)}))
@@ -220,10 +261,11 @@ def run(cfg: Config, split: Split, out_dir: str | Path | None = None, on_epoch: 
 def flat_metrics(result: dict) -> dict[str, float]:
     """`{"val_recall@10": .., "test_ndcg@10": ..}`: the names searches optimise and reports show;
     the baselines' as `most_popular_val_recall@10`, `ease_test_ndcg@10`, `als_...` (a skipped
-    baseline has none), the names `tuner.report.references` reads back."""
-    flat = {f"{part}_{name}": value for part in ("val", "test") for name, value in result[part].items()}
-    flat.update({f"most_popular_{part}_{name}": value for part in ("val", "test")
-                 for name, value in result["most_popular"][part].items()})
+    baseline has none), the names `tuner.report.references` reads back. A part the run did not
+    score (test, in a search trial) has no names."""
+    flat = {f"{part}_{name}": value for part in PARTS for name, value in result.get(part, {}).items()}
+    flat.update({f"most_popular_{part}_{name}": value for part in PARTS
+                 for name, value in result["most_popular"].get(part, {}).items()})
     flat.update({f"{baseline}_{part}_{name}": value for baseline, entry in result.get("baselines", {}).items()
-                 if "skipped" not in entry for part in ("val", "test") for name, value in entry[part].items()})
+                 if "skipped" not in entry for part in PARTS for name, value in entry.get(part, {}).items()})
     return {k: float(v) for k, v in flat.items() if np.isfinite(v)}

@@ -31,9 +31,9 @@ VERSION = 1  # part of the cache key: raise it when what a baseline computes cha
 Scorer = Union[np.ndarray, Callable[[np.ndarray, str], np.ndarray]]
 
 
-def baselines_for(cfg, split: Split, log=None) -> dict:
+def baselines_for(cfg, split: Split, log=None, parts=("val", "test")) -> dict:
     """`{"ease": {"chosen": .., "val": .., "test": .., "grid": ..}, "als": ..}`, or `{"skipped": reason}`,
-    for the baselines `evaluation.baselines` names."""
+    for the baselines `evaluation.baselines` names, scored on `parts` (a search trial: val only)."""
     ev = cfg.evaluation
     root = cache_dir(cfg.dataset).parent / "baselines"  # beside the dataset cache: $TUNER_CACHE_DIR
     result = {}
@@ -44,15 +44,15 @@ def baselines_for(cfg, split: Split, log=None) -> dict:
             result[name] = {"skipped": reason}
             continue
         key = split_fingerprint(split, baseline=name, grid=module.GRID, default=module.DEFAULT,
-                                ks=list(ev.ks), monitor=ev.monitor, seed=cfg.seed, version=VERSION)
+                                ks=list(ev.ks), monitor=ev.monitor, seed=cfg.seed, parts=list(parts), version=VERSION)
         result[name] = cached(root / f"{name}-{key}.json",
-                              lambda: tune(module, split, ev.ks, ev.monitor, cfg.seed, ev.memory_mb, log))
+                              lambda: tune(module, split, ev.ks, ev.monitor, cfg.seed, ev.memory_mb, log, parts))
     return result
 
 
 def tune(module, split: Split, ks: list[int], monitor: str, seed: int, memory_mb: float = 512,
-         log=None) -> dict:
-    """Fits every grid point, keeps the val-best (the first on ties) and scores it on val and test.
+         log=None, parts=("val", "test")) -> dict:
+    """Fits every grid point, keeps the val-best (the first on ties) and scores it on `parts`.
     Without a val part there is nothing to choose on: the module's DEFAULT setting is fitted alone."""
     started = time.perf_counter()
     settings = module.GRID if len(split.val) else (module.DEFAULT,)
@@ -67,10 +67,10 @@ def tune(module, split: Split, ks: list[int], monitor: str, seed: int, memory_mb
             grid.append({**params, f"val_{monitor}": value})
         if chosen is None or (value is not None and value > best):
             chosen, scorer, best = dict(params), fitted, value
-    val, test = (with_cold_users(lambda s, part=part: score(s, part, ks, scorer, memory_mb), split, part)
-                 for part in ("val", "test"))
+    scored = {part: with_cold_users(lambda s, part=part: score(s, part, ks, scorer, memory_mb), split, part)
+              for part in parts}
     entry = {"chosen": chosen, "chosen_on": f"val_{monitor}" if grid else "default: the split has no val part",
-             "val": val, "test": test, "grid": grid, "seconds": round(time.perf_counter() - started, 3)}
+             **scored, "grid": grid, "seconds": round(time.perf_counter() - started, 3)}
     if log is not None:
         log(f"baseline {_describe(module.NAME, entry)}, {entry['seconds']:.1f} s")
     return entry

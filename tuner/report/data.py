@@ -1,5 +1,7 @@
 """A study read once from the store, in the shape the report draws: trials, final metrics,
-per-epoch curves, the searched parameters in the space's order and the baselines' values."""
+per-epoch curves, the searched parameters in the space's order and the baselines' values.
+Validation only: test metrics (stored by older studies or custom trial functions) are left out,
+so that nothing on the page invites choosing on test."""
 from __future__ import annotations
 
 import math
@@ -7,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from tuner.errors import ConfigError
-from tuner.report.references import References, is_baseline_metric, study_references
+from tuner.report.references import References, is_baseline_metric, is_test_metric, study_references
 from tuner.store import Store, Study, TrialRecord, best_trial, get_study, list_metrics, list_trials
 
 
@@ -37,10 +39,9 @@ def is_number(value) -> bool:
 
 
 def metric_order(names, objective: str) -> list[str]:
-    """Objective first, then validation, other, test and baseline metrics."""
+    """Objective first, then validation, other and baseline metrics."""
     def rank(name):
-        return (name != objective, is_baseline_metric(name), name.startswith("test_"),
-                not name.startswith("val_"), name)
+        return (name != objective, is_baseline_metric(name), not name.startswith("val_"), name)
     return sorted(names, key=rank)
 
 
@@ -66,12 +67,15 @@ def searched_params(space_text: str, trials) -> tuple[list[Param], str]:
 
 
 def read_study(store: Store, study: str) -> StudyData:
-    """The study, its trials, metrics (non-finite epoch values left out of the curves) and best trial."""
+    """The study, its trials, validation metrics (non-finite epoch values left out of the curves)
+    and best trial."""
     s = get_study(store, study)
     trials = list_trials(store, study)
     finals: dict = defaultdict(dict)
     curves: dict = defaultdict(lambda: defaultdict(list))
     for m in list_metrics(store, study):
+        if is_test_metric(m.name):
+            continue
         if m.epoch is None:
             finals[m.number][m.name] = m.value
         elif m.value is not None and math.isfinite(m.value):

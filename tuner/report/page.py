@@ -1,8 +1,11 @@
 """The report page: one standalone HTML file (HiPlot's bundle inlined; opens offline) with a
-row per trial: every searched parameter, status, duration, worker and every final metric,
-coloured by the study's objective, log-scale parameters on log axes. Beside the best trial, its
-objective against the baselines' (`references`); below the plot, learning curves (`charts`),
-parameter importance (`importance`) and the failed trials' errors.
+row per trial: every searched parameter, status, duration, worker and every final validation
+metric, coloured by the study's objective, log-scale parameters on log axes. The parallel plot
+opens on the searched parameters and the objective (the rest are in the table, and a click on
+HiPlot's column menu away). Beside the best trial, its objective against the baselines'
+(`references`), on validation: test comes from training the exported best config. Below the
+plot, learning curves (`charts`), parameter importance (`importance`) and the failed trials'
+errors.
 
 Everything in the page that comes from users (study names, parameter values, metric names,
 errors) is inert. HiPlot's own `Experiment.to_html` puts the rows in a <script> as plain JSON,
@@ -25,6 +28,7 @@ from tuner import paths
 from tuner.report.charts import MISSING_COLOR, STATUS_COLORS, curves_section, fmt
 from tuner.report.data import StudyData, is_number, metric_order, read_study
 from tuner.report.importance import Importance, parameter_importance
+from tuner.report.references import TEST_NOTE
 from tuner.store import FAILED, INTERRUPTED, Store
 from tuner.store.studies import study_slug
 
@@ -124,10 +128,11 @@ def _experiment(data: StudyData, rows: list[dict], metric_names: list[str], x_ax
     defs["status"].colors = STATUS_COLORS
     exp.colorby = objective
     exp.enabledDisplays = [hip.Displays.PARALLEL_PLOT, hip.Displays.XY, hip.Displays.TABLE]
-    # Parallel axes: the objective first (the right edge clips its label), the parameters, status,
-    # duration, other validation metrics. Test and baseline metrics are reported, never searched on.
-    order = [objective] + [p.name for p in data.params] + ["status", "duration_s"]
-    order += [m for m in metric_names if m != objective and m.startswith("val_")]
+    # Parallel axes: the objective first (the right edge clips its label), then the searched
+    # parameters, and nothing else: with every metric too, a study drew dozens of axes whose labels
+    # overlapped. Hyperband's epoch budget is its own, not searched. The others are hidden, not
+    # dropped: the table keeps them, and HiPlot's column menu puts one back on the plot.
+    order = [objective] + [p.name for p in data.params if not p.name.startswith("tuner/")]
     exp.display_data(hip.Displays.PARALLEL_PLOT).update(  # HiPlot lays `order` out right to left
         order=order[::-1], hide=[c for c in rows[0] if c not in order], invert=[objective] if minimise else [])
     table_order = ["uid", objective] + [p.name for p in data.params] + ["status", "duration_s"]
@@ -194,7 +199,8 @@ def _header(data: StudyData, live: bool) -> str:
         values = " · ".join(f"{esc(p.name)} = <b>{esc(fmt(data.best.params.get(p.name)))}</b>"
                             for p in data.params if p.name in data.best.params)
         best = (f'best: trial {data.best.number} — {esc(s.objective)} = <b>{fmt(data.best.objective)}</b>'
-                f'<br><span class="tr-dim">{values}</span>{_references_table(data)}')
+                f'<br><span class="tr-dim">{values}</span>{_references_table(data)}'
+                f'<div class="tr-dim tr-refnote">{esc(TEST_NOTE)}</div>')
     badge = '<span class="tr-live">live</span>' if live else ""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<header class="tr-head"><div><div class="tr-kicker">tuner study {badge}</div>'
@@ -204,30 +210,21 @@ def _header(data: StudyData, live: bool) -> str:
 
 
 def _references_table(data: StudyData) -> str:
-    """The best trial's objective (and its test counterpart) beside MostPopular's, EASE's and ALS's,
-    and best ÷ the strongest baseline on val; "" when the trials hold no baseline values."""
+    """The best trial's objective beside MostPopular's, EASE's and ALS's, and best ÷ the strongest
+    baseline; "" when the trials hold no baseline values."""
     objective, refs, esc = data.study.objective, data.references, html.escape
     strongest = refs.strongest(objective, data.study.direction == "min")
     if strongest is None:
         return ""
-    test = "test_" + objective.removeprefix("val_") if objective.startswith("val_") else None
-    best_test = data.finals.get(data.best.number, {}).get(test)
-    rows = [(f"best (trial {data.best.number})", data.best.objective, best_test, "tr-refbest")]
-    rows += [(label, v.get(objective), v.get(test), "") for label, v in refs.values.items()]
-    head = f"<th></th><th>{esc(objective)}</th>" + (f"<th>{esc(test)}</th>" if test else "")
-    body = "".join(f'<tr class="{cls}"><td>{esc(label)}</td><td>{fmt(val)}</td>'
-                   + (f"<td>{fmt(tst)}</td>" if test else "") + "</tr>" for label, val, tst, cls in rows)
+    rows = [(f"best (trial {data.best.number})", data.best.objective, "tr-refbest")]
+    rows += [(label, v.get(objective), "") for label, v in refs.values.items()]
+    body = "".join(f'<tr class="{cls}"><td>{esc(label)}</td><td>{fmt(val)}</td></tr>' for label, val, cls in rows)
     label, value = strongest
-    ratios = []
-    if value:
-        ratios.append(f"<b>{data.best.objective / value:.2f}×</b> on val")
-    base_test = refs.values[label].get(test)
-    if best_test is not None and base_test:
-        ratios.append(f"<b>{best_test / base_test:.2f}×</b> on test")
-    ratio = f'<div>best ÷ {esc(label)}, the strongest baseline: {", ".join(ratios)}</div>' if ratios else ""
+    ratio = (f'<div>best ÷ {esc(label)}, the strongest baseline: <b>{data.best.objective / value:.2f}×</b> on val'
+             '</div>' if value else "")
     note = f'<div class="tr-dim tr-refnote">note: {esc(refs.note)}</div>' if refs.note else ""
-    return (f'<table class="tr-refs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            f'<div class="tr-refratio">{ratio}</div>{note}')
+    return (f'<table class="tr-refs"><thead><tr><th></th><th>{esc(objective)}</th></tr></thead><tbody>{body}'
+            f'</tbody></table><div class="tr-refratio">{ratio}</div>{note}')
 
 
 def _importance_section(importance: list[Importance], note: str) -> str:

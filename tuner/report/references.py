@@ -3,7 +3,9 @@ values: dashed lines on the learning curves, a table beside the best trial, a li
 `tuner status`.
 
 Every trial stores them among its final metrics (`tuner.train.flat_metrics`:
-`most_popular_val_recall@10`, `ease_test_ndcg@10`, `als_...`; a skipped baseline has none).
+`most_popular_val_recall@10`, `ease_val_ndcg@10`, `als_...`; a skipped baseline has none). Only
+validation is read: a search chooses on it, and test comes from training the exported best
+config (`tuner train --config best.yaml`); test values that older studies stored are left out.
 They depend on the data, the split and the evaluation only, so the trials of a study hold the
 same values, unless its space searches the data or the split (`dataset.*`, `split.*`, `seed`:
 allowed) or some workers lack the ALS extra. Each baseline's values are the best trial's (its
@@ -23,6 +25,7 @@ from tuner.store import COMPLETED, Store, TrialRecord, list_metrics
 BASELINES = {"most_popular": "MostPopular", "ease": "EASE", "als": "ALS", "recent_popularity": "RecentPopularity",
              "transitions": "Transitions"}
 _PARTS = ("val_", "test_")
+TEST_NOTE = "test: tuner train --config best.yaml (the best config, trained once)"
 _SAME = 1e-6  # relative, not equality: MostPopular is recomputed by every trial, on several threads
 
 
@@ -48,6 +51,12 @@ class References:
 def is_baseline_metric(name: str) -> bool:
     """True for a baseline's flat metric name (`ease_val_recall@10`), false for the model's."""
     return _split_name(name) is not None
+
+
+def is_test_metric(name: str) -> bool:
+    """True for a test metric, the model's (`test_recall@10`) or a baseline's (`ease_test_ndcg@10`)."""
+    parts = _split_name(name)
+    return (parts[1] if parts is not None else name).startswith("test_")
 
 
 def study_references(trials: list[TrialRecord], finals: dict, best: TrialRecord | None) -> References:
@@ -112,7 +121,7 @@ def _baselines_of(metrics: dict) -> dict[str, dict[str, float]]:
     found: dict[str, dict[str, float]] = {}
     for name, value in metrics.items():
         parts = _split_name(name)
-        if parts is not None and value is not None and math.isfinite(value):
+        if parts is not None and not is_test_metric(name) and value is not None and math.isfinite(value):
             found.setdefault(parts[0], {})[parts[1]] = value
     return found
 
