@@ -8,7 +8,7 @@ score matrix of a scorer that has one (a baseline's dense scores).
 The model, MostPopular and the baselines go through one ranking function, so a baseline cannot
 drift from the protocol the model is judged by.
 
-Protocol (see DESIGN.md):
+Protocol (docs/design.md, "Metrics"):
 - `hit_rate@K`: share of held-out interactions whose item is in the top K of the whole
   corpus for that interaction's query; nothing is excluded.
 - `recall@K`, `ndcg@K` (RecBole): per user; the relevant set is the user's distinct held-out
