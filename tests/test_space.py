@@ -30,6 +30,8 @@ def sample(sp, n, seed=0):
 
 
 def test_builtin_names_and_copies_are_identical():
+    """search_spaces/ is the checkout's view of the shipped tuner/spaces/ (a symlink in git): the two
+    trees must stay byte for byte the same."""
     assert space.builtin_names() == list(BUILTIN)
     shipped = sorted(p.name for p in (ROOT / "tuner" / "spaces").glob("*.yaml"))
     visible = sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml"))
@@ -37,6 +39,25 @@ def test_builtin_names_and_copies_are_identical():
     for name in shipped:
         assert (ROOT / "tuner" / "spaces" / name).read_bytes() == (ROOT / "search_spaces" / name).read_bytes(), (
             f"search_spaces/{name} differs from the shipped tuner/spaces/{name}")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_shipped_spaces_need_no_checkout(name, tmp_path, monkeypatch):
+    """An installed (non-editable) package has tuner/spaces/ and no experiments/ beside it: a
+    shipped space may name code only as a module of an installed package, never a file path."""
+    from tuner import usercode
+
+    copied = tmp_path / "site" / "tuner" / "spaces" / f"{name}.yaml"  # where an install puts it
+    copied.parent.mkdir(parents=True)
+    copied.write_bytes((ROOT / "tuner" / "spaces" / f"{name}.yaml").read_bytes())
+    monkeypatch.chdir(tmp_path)  # no checkout in sight: nothing relative can resolve by luck
+    towers = load_space(str(copied)).base.get("model", {}).get("towers")
+    if towers is None:
+        return
+    ref = usercode.parse(towers)
+    assert not ref.is_file and ref.module.startswith("tuner."), f"{name}.yaml: model.towers {towers}"
+    assert usercode.fingerprint(towers)["sha256"] is not None  # found by import, with its source file
+    assert callable(usercode.load_function(towers))
 
 
 @pytest.mark.parametrize("name", BUILTIN)

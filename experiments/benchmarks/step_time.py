@@ -33,7 +33,7 @@ from tuner.train import build_model_for, prepare_split
 
 
 class NaiveMNSModel(retrieval.TwoTowerModel):
-    """MNS as first attempted in the seed thread: the whole corpus is encoded on every step."""
+    """MNS as this project first wrote it: the whole corpus is encoded on every step."""
 
     def negative_embeddings(self, ids, training=False):
         corpus = self.candidate_tower(tf.range(self.num_items + 1, dtype=tf.int32), training=training)

@@ -1,4 +1,4 @@
-"""The example user towers (towers.py, dcn.yaml) against the built-in towers on the same inputs
+"""The example user towers (tuner/examples/towers.py, dcn.yaml) against the built-in towers on the same inputs
 (builtin.yaml), MovieLens-100K, random 70/10/20 split (seed 42), a few initialisation seeds.
 
     python experiments/custom_towers/run.py            # train what results.json lacks, print the table

@@ -5,7 +5,7 @@ of q at 1e-6): scores divided by the temperature, minus log q per column, accide
 masked, optionally only the hardest negatives. This module decides which columns exist (the
 batch's positives, then MNS draws or CBNS bank rows as extra negatives for every query) and
 what q each column gets. Top-K metrics are never computed here: evaluation is a separate
-full-corpus pass (see DESIGN.md).
+full-corpus pass (docs/design.md, "Metrics").
 """
 from __future__ import annotations
 

@@ -12,9 +12,12 @@ Ids go through `context.user_embedding()` / `item_embedding()`, so users and ite
 training interactions read the trained out-of-vocabulary row like the built-in towers do, and
 history padding (0) and unknown served ids (-1) are safe.
 
-    model:  # dcn.yaml, beside this file (a relative path is relative to the config file)
-      towers: towers.py:dcn_towers
+    model:  # experiments/custom_towers/dcn.yaml and the built-in space custom_towers
+      towers: tuner.examples.towers:dcn_towers
       params: {feature_dim: 32, cross_layers: 2, projection_dim: 0, deep_layers: [64], candidate_layers: [], dropout: 0.1}
+
+It lives in the package, named by module, so the shipped space finds it from an installed
+`tuner` as well as from a checkout; a user's own towers may as well be a file beside the config.
 """
 import tuner  # noqa: F401  (tf-keras: TFRS needs it, and must be chosen before TensorFlow loads)
 import tensorflow as tf
