@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import itertools
 import operator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +20,9 @@ from tuner import config, usercode
 from tuner.distributions import Param, decode, encode, parse_param, scalar_type
 from tuner.errors import ConfigError
 
-ORACLES = ("random", "bayesian", "hyperband", "grid")
+ORACLES = ("random", "bayesian", "hyperband", "grid", "tpe")
+ENQUEUE_ORACLES = ("random", "bayesian", "tpe")  # hyperband and grid plan every trial themselves
+WARM_START_KEYS = ("study", "storage")
 DIRECTIONS = ("max", "min")
 ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
 # search.early_terminate (W&B sweep syntax): each type's keys and their defaults. `median` follows
@@ -44,6 +46,8 @@ class SearchSettings:
     study: str = ""  # default: the file's stem
     engine: str = "local"  # "ray": `tuner search` places the workers on a Ray cluster, as --ray does
     early_terminate: dict[str, Any] | None = None  # checked, defaults filled: {"type": "hyperband", "min_iter": 1, "eta": 3}
+    enqueue: list[str] = field(default_factory=list)  # training configs run first, their values read at the parameters' paths
+    warm_start: dict[str, Any] | None = None  # tpe: {study: NAME, storage: URL (default: this study's)}
 
     def replace(self, source: str, **changes) -> SearchSettings:
         """These settings with `changes` (command-line overrides named by `source`), checked again."""
@@ -71,7 +75,24 @@ def search_settings(values: dict, source: str, objectives: Sequence[str] | None 
                        "must be >= 1 for hyperband")
     if s.early_terminate is not None:
         s = dataclasses.replace(s, early_terminate=_early_terminate(s.early_terminate, s.oracle, source))
+    config.require(not s.enqueue or s.oracle in ENQUEUE_ORACLES, source, "search.enqueue",
+                   f"not for oracle {s.oracle}, which plans every trial itself (oracles: {', '.join(ENQUEUE_ORACLES)})")
+    config.require(not s.enqueue or s.max_trials is None or len(s.enqueue) <= s.max_trials, source, "search.enqueue",
+                   f"{len(s.enqueue)} configs, more than search.max_trials {s.max_trials}")
+    if s.warm_start is not None:
+        _check_warm_start(s.warm_start, s.oracle, source)
     return s
+
+
+def _check_warm_start(raw: dict, oracle: str, source: str) -> None:
+    key = "search.warm_start"
+    config.require(oracle == "tpe", source, key, f"only used by oracle tpe (oracle is {oracle})")
+    for name, value in raw.items():
+        config.require(name in WARM_START_KEYS, source, f"{key}.{name}",
+                       f"unknown key (allowed: {', '.join(WARM_START_KEYS)})")
+        config.require(isinstance(value, str) and bool(value), source, f"{key}.{name}",
+                       f"expected a non-empty string, got {config.quote(value)}")
+    config.require("study" in raw, source, f"{key}.study", "required: the name of the study to learn from")
 
 
 def _early_terminate(raw: dict, oracle: str, source: str) -> dict:

@@ -12,7 +12,7 @@ import importlib.util
 
 from tuner import config, usercode
 from tuner.errors import ConfigError
-from tuner.space import SearchSettings, Space
+from tuner.space import ENQUEUE_ORACLES, SearchSettings, Space
 from tuner.store import Store, Study, api, create_or_get_study, list_studies
 
 
@@ -30,13 +30,20 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
         towers = usercode.check_towers_in_child(cfg)
         for existing in (s for s in list_studies(store) if s.name == name):
             usercode.verify(existing.settings.get("towers"), f"study '{name}'")
-    return create_or_resume_custom_study(store, name, space.text, space.hyperparameters(), search or space.search,
-                                         heartbeat_timeout=heartbeat_timeout, budget=budget, towers=towers)
+    search, hyperparameters = search or space.search, space.hyperparameters()
+    enqueue = None
+    if search.enqueue:
+        from tuner.search.warmstart import enqueued_values
+
+        enqueue = enqueued_values(space, search.enqueue, hyperparameters)
+    return create_or_resume_custom_study(store, name, space.text, hyperparameters, search,
+                                         heartbeat_timeout=heartbeat_timeout, budget=budget, towers=towers,
+                                         enqueue=enqueue)
 
 
 def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparameters, search: SearchSettings, *,
-                                  heartbeat_timeout: float = 60.0, budget: str = "set", towers: dict | None = None
-                                  ) -> Study:
+                                  heartbeat_timeout: float = 60.0, budget: str = "set", towers: dict | None = None,
+                                  enqueue: list[dict] | None = None) -> Study:
     """The study `name` searching any keras_tuner.HyperParameters, for trial functions that do
     not train configs (tests, benchmarks); `text` is stored as the study's space.
 
@@ -50,7 +57,9 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
     refuses a smaller one (StoreError, nothing changed: shrinking would strand the oracle's plan);
     "extend" (the space's own value) only ever raises it, so re-running a search whose budget
     was extended on the command line keeps the larger budget. `towers`: the fingerprint of the
-    space's own towers (`usercode.fingerprint`), recorded for workers to compare.
+    space's own towers (`usercode.fingerprint`), recorded for workers to compare. `enqueue`:
+    values to run first (`search.enqueue` read by `warmstart.enqueued_values`); the settings'
+    `warm_start` study is read here, so a study is only created once it fits.
     """
     where = f"study '{name}'"
     if heartbeat_timeout <= 0:
@@ -68,14 +77,33 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
         settings["early_terminate"] = search.early_terminate
     if towers is not None:
         settings["towers"] = towers
+    if search.oracle == "tpe":
+        from tuner.search import tpe, warmstart  # Optuna; keras_tuner is loaded already (hyperparameters)
+
+        tpe.distributions(hyperparameters)  # a hyperparameter TPE cannot sample: refused before the study exists
+        if search.warm_start is not None:
+            settings["warm_start"] = warmstart.warm_start(store, search.warm_start, hyperparameters,
+                                                          search.objective, search.direction, name)
+    if search.enqueue and enqueue is None:
+        raise ConfigError(f"{where}: search.enqueue: config files are read at a space's parameter paths, "
+                          "and this study has no space (give the values as `enqueue`)")
+    if enqueue:
+        config.one_of(search.oracle, ENQUEUE_ORACLES, where, "search.oracle (with search.enqueue)")
+        settings["enqueue"] = enqueue
     study, created = create_or_get_study(store, name=name, space=text, objective=search.objective,
                                          direction=search.direction, oracle=search.oracle, settings=settings,
-                                         resizable=("max_trials", "initial_points"))
+                                         resizable=("max_trials", "initial_points", "startup_trials"))
     wanted, stored = search.max_trials, study.settings.get("max_trials")
     if created or wanted is None or wanted == stored or (budget == "extend" and stored is not None and wanted < stored):
         return study
     # the Bayesian oracle's random start stays the one computed from the first budget
-    pin = {"initial_points": bayesian_initial_points(stored)} if search.oracle == "bayesian" and stored else {}
+    pin = {}
+    if search.oracle == "bayesian" and stored:
+        pin = {"initial_points": bayesian_initial_points(stored)}
+    if search.oracle == "tpe" and stored:
+        from tuner.search.tpe import startup_trials
+
+        pin = {"startup_trials": startup_trials(stored)}
     new_settings = api.resize_budget(store, study.id, wanted, pin=pin)
     return dataclasses.replace(study, settings=new_settings)
 

@@ -126,7 +126,7 @@ class _Worker:
         return bool(stale)
 
     def _next(self, conn, row, version: int):
-        handout = self.oracle.next_trial(self.tuner_id)
+        handout = self.oracle.next_trial(conn, self.tuner_id)
         if isinstance(handout, str):
             return handout
         row_id, number = api.insert_trial(

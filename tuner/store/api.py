@@ -230,3 +230,14 @@ def values_at(conn: Connection, study_id: int, name: str, epoch: int, *, decided
 def count_status(conn: Connection, study_id: int, status: str) -> int:
     return conn.execute(sa.select(sa.func.count()).where(trials.c.study_id == study_id,
                                                          trials.c.status == status)).scalar_one()
+
+
+def sampler_history(conn: Connection, study_id: int) -> list[tuple[dict, str, float | None, int | None]]:
+    """(values, status, objective, epoch its pruner stopped it at or None) of a study's trials in
+    number order: what a model-based sampler learns from (`tuner.search.tpe`)."""
+    stopped = (sa.select(sa.func.min(metrics.c.epoch))
+               .where(metrics.c.trial_id == trials.c.id, metrics.c.name == DECISION, metrics.c.value < 0.5)
+               .scalar_subquery())
+    rows = conn.execute(sa.select(trials.c.params, trials.c.status, trials.c.objective, stopped)
+                        .where(trials.c.study_id == study_id).order_by(trials.c.number))
+    return [(json.loads(params), status, objective, epoch) for params, status, objective, epoch in rows]
