@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import tuner  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
@@ -123,6 +124,8 @@ def _search_settings(args, space):
     for flag, key in (("--max-trials", "max_trials"), ("--workers", "workers")):
         if getattr(args, key) is not None:
             s = s.replace(flag, **{key: getattr(args, key)})
+    if args.enqueue:  # after the space's own; relative to here, not to the space's folder
+        s = s.replace("--enqueue", enqueue=[*s.enqueue, *(os.path.abspath(f) for f in args.enqueue)])
     if not 0 < args.cpus_per_worker < float("inf"):  # also nan
         raise ConfigError(f"--cpus-per-worker: must be a finite number of CPUs > 0 (got {args.cpus_per_worker})")
     if args.ray or s.engine == "ray":
@@ -340,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="with --ray on a cluster without GPUs: CPUs each worker reserves (default 1)")
     p.add_argument("--artifacts", metavar="DIR", help=ARTIFACTS_HELP)
+    p.add_argument("--enqueue", action="append", metavar="FILE",
+                   help="a training config (e.g. from tuner best) whose searched values run first; repeatable")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("worker", parents=[storage], help="join a study's search from this machine")
