@@ -118,6 +118,15 @@ def test_a_resumed_study_rebuilds_the_samplers_history_from_the_store(tmp_path):
     assert values(run(resumed)) == expected
 
 
+def test_a_grown_budget_keeps_the_random_start_of_the_first(tmp_path):
+    from tuner.search.oracle import new_oracle
+
+    url = f"sqlite:///{tmp_path / 'grown.db'}"
+    assert new_oracle(new_study(url, max_trials=20)).startup == 5
+    assert new_oracle(new_study(url, max_trials=60)).startup == 5  # a fresh 60-trial study: 10
+    assert new_oracle(new_study(f"sqlite:///{tmp_path / 'fresh.db'}", max_trials=60)).startup == 10
+
+
 def test_two_workers_on_one_sqlite_study_never_run_the_same_point(tmp_path):
     """A point the other worker is running is in each ask's history as RUNNING (the store's
     row): TPE's constant liar makes it less likely, the oracle's re-ask rules it out. Nine

@@ -79,13 +79,13 @@ def new_oracle(study: Study):
         oracle = cls(max_trials=s["max_trials"], num_initial_points=points, **kwargs)
     elif study.oracle == "tpe":
         startup = s.get("startup_trials") or tpe.startup_trials(s["max_trials"])  # pinned when a budget grew
-        warm = [tpe.PastTrial(**t) for t in (s.get("warm_start") or {}).get("trials", [])]
+        warm = [tpe.PastTrial(**t) for t in (s.get("warm_trials") or {}).get("trials", [])]
         oracle = cls(max_trials=s["max_trials"], startup=startup, warm=warm, **kwargs)
     else:
         oracle = cls(max_trials=s["max_trials"], **kwargs)
     oracle.verbose = 0
-    if s.get("enqueue"):
-        oracle.enqueued = s["enqueue"]
+    if s.get("enqueued"):
+        oracle.enqueued = s["enqueued"]
     return oracle
 
 

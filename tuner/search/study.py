@@ -82,25 +82,25 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
 
         tpe.distributions(hyperparameters)  # a hyperparameter TPE cannot sample: refused before the study exists
         if search.warm_start is not None:
-            settings["warm_start"] = warmstart.warm_start(store, search.warm_start, hyperparameters,
+            settings["warm_trials"] = warmstart.warm_start(store, search.warm_start, hyperparameters,
                                                           search.objective, search.direction, name)
     if search.enqueue and enqueue is None:
         raise ConfigError(f"{where}: search.enqueue: config files are read at a space's parameter paths, "
                           "and this study has no space (give the values as `enqueue`)")
     if enqueue:
         config.one_of(search.oracle, ENQUEUE_ORACLES, where, "search.oracle (with search.enqueue)")
-        settings["enqueue"] = enqueue
+        settings["enqueued"] = enqueue
     study, created = create_or_get_study(store, name=name, space=text, objective=search.objective,
                                          direction=search.direction, oracle=search.oracle, settings=settings,
                                          resizable=("max_trials", "initial_points", "startup_trials"))
     wanted, stored = search.max_trials, study.settings.get("max_trials")
     if created or wanted is None or wanted == stored or (budget == "extend" and stored is not None and wanted < stored):
         return study
-    # the Bayesian oracle's random start stays the one computed from the first budget
+    # the random start of bayesian and tpe stays the one computed from the first budget
     pin = {}
-    if search.oracle == "bayesian" and stored:
+    if stored and search.oracle == "bayesian":
         pin = {"initial_points": bayesian_initial_points(stored)}
-    if search.oracle == "tpe" and stored:
+    elif stored and search.oracle == "tpe":
         from tuner.search.tpe import startup_trials
 
         pin = {"startup_trials": startup_trials(stored)}
