@@ -58,8 +58,11 @@ class PastTrial:
 
 def past_trials(rows: Iterable[tuple[dict, str, float | None, int | None]]) -> list[PastTrial]:
     """The sampler's history from the store's rows (`api.sampler_history`): Keras Tuner's own
-    `tuner/...` keys left out, failed and interrupted trials skipped (they measured nothing)."""
-    return [PastTrial({k: v for k, v in values.items() if not k.startswith("tuner/")}, status, value, epoch)
+    `tuner/...` keys left out, failed and interrupted trials skipped (they measured nothing). A
+    pruned trial whose last value was NaN keeps None: Optuna ranks it last, and a study's settings
+    (which keep warm-start trials) stay equal to themselves."""
+    return [PastTrial({k: v for k, v in values.items() if not k.startswith("tuner/")}, status,
+                      value if value is not None and math.isfinite(value) else None, epoch)
             for values, status, value, epoch in rows if status in _STATES]
 
 
@@ -171,12 +174,12 @@ class TPEOracle(kt.Oracle):
     """A Keras Tuner oracle that asks TPE. `history` is set from the store under the study lock
     before each ask (`StudyOracle.next_trial`); `warm` holds an earlier study's trials."""
 
+    max_asks = 20  # re-asks for values not yet run (Keras Tuner's random search tries as often)
+
     def __init__(self, *, startup: int, warm: Sequence[PastTrial] = (), **kwargs):
         super().__init__(**kwargs)
         self.startup, self.warm = startup, list(warm)
         self.history: list[PastTrial] = []
-
-    max_asks = 20  # re-asks for values not yet run (Keras Tuner's random search tries as often)
 
     def populate_space(self, trial_id):
         """TPE's values, unless this study has run or is running them: a trial is deterministic,
