@@ -228,7 +228,7 @@ def recall_trial(ctx: TrialContext) -> dict:
     return {"val_recall@10": 1 / (1 + abs(math.log10(ctx.values["retrieval.temperature"]) + 1))}
 
 
-@pytest.mark.parametrize("oracle", ["tpe", "random"])
+@pytest.mark.parametrize("oracle", ["tpe", "random", "bayesian"])
 def test_enqueued_configs_run_first_then_the_oracle_takes_over(tmp_path, oracle):
     config_file(tmp_path, "base.yaml")
     config_file(tmp_path, "tuned.yaml", **{"retrieval.temperature": 0.05, "model.query_layers": [128, 64],
@@ -284,6 +284,8 @@ def test_bad_enqueue_files_are_one_line_naming_file_and_parameter(tmp_path, caps
 
 @pytest.mark.parametrize("search_keys, message", [
     ({"oracle": "hyperband", "enqueue": ["base.yaml"]}, "search.enqueue: not for oracle hyperband"),
+    ({"oracle": "tpe", "max_trials": 1, "enqueue": ["a.yaml", "b.yaml"]},
+     "search.enqueue: 2 configs, more than search.max_trials 1"),
     ({"warm_start": {"study": "x"}}, "search.warm_start: only used by oracle tpe (oracle is random)"),
     ({"oracle": "tpe", "warm_start": {"study": "x", "url": "y"}}, "search.warm_start.url: unknown key"),
     ({"oracle": "tpe", "warm_start": {"study": "nowhere"}}, "no study named 'nowhere'"),
