@@ -1,4 +1,5 @@
-"""EASE and ALS baselines: the closed form against NumPy, selection on val, the cache, the command."""
+"""EASE and ALS baselines: the closed form against NumPy, selection on val, the cache, the command
+(the counting peers, recent popularity and transitions: test_recent_baselines.py)."""
 from __future__ import annotations
 
 import json
@@ -82,18 +83,18 @@ def test_ease_on_a_handmade_matrix_equals_its_closed_form():
         expected = closed_form(x[1:], lam)
         assert np.allclose(np.diag(expected), 0.0)
         np.testing.assert_allclose(ease.item_weights(x.T @ x, lam), expected, atol=1e-12)
-        scores = ease.Model(user_items(HAND), seed=0).fit({"lambda": lam})(np.arange(1, 6))
+        scores = ease.Model(HAND, seed=0).fit({"lambda": lam})(np.arange(1, 6), "val")
         np.testing.assert_allclose(scores, x[1:] @ expected, rtol=1e-5, atol=1e-6)
         # and its metrics are the model path's metrics for towers computing the same scores
         towers = Towers(x, expected)
         for part in ("val", "test"):
-            assert score(HAND, part, KS, ease.Model(user_items(HAND), 0).fit({"lambda": lam})) == \
+            assert score(HAND, part, KS, ease.Model(HAND, 0).fit({"lambda": lam})) == \
                 pytest.approx(evaluate(towers, HAND, part, KS))
 
 
 def test_users_without_training_items_get_most_popular_scores():
     cold = hand_split(([1, 1, 2, 2, 3], [1, 2, 2, 3, 4]), ([], []), ([4, 4, 5], [1, 5, 3]), 5, 5)
-    scorer = ease.Model(user_items(cold), 0).fit({"lambda": 1.0})
+    scorer = ease.Model(cold, 0).fit({"lambda": 1.0})
     assert score(cold, "test", KS, scorer) == most_popular(cold, "test", KS)
     assert score(cold, "val", KS, scorer) == {}
 
@@ -107,7 +108,7 @@ def test_lambda_is_the_val_best_of_the_grid(tmp_path):
     assert len(set(values)) > 1, values  # the grid matters on this split, so the choice is tested
     best = ease.GRID[int(np.argmax(values))]
     assert result["chosen"] == best and result["chosen_on"] == "val_recall@10"
-    fitted = ease.Model(user_items(split), 0).fit(best)
+    fitted = ease.Model(split, 0).fit(best)
     assert overall(result["val"]) == score(split, "val", KS, fitted)
     assert result["val"]["recall@10"] == max(values)
     assert overall(result["test"]) == score(split, "test", KS, fitted)
@@ -148,16 +149,16 @@ def test_als_is_seeded_chosen_on_val_and_beats_most_popular(tmp_path):
     cfg = config.from_dict(synthetic_config(tmp_path), "test")
     split = synthetic_split(cfg)
     params = {"factors": 16, "regularization": 10.0, "alpha": 5.0}
-    first = als.Model(user_items(split), 7).fit(params)(np.arange(1, 50))
-    np.testing.assert_array_equal(first, als.Model(user_items(split), 7).fit(params)(np.arange(1, 50)))
-    assert not np.array_equal(first, als.Model(user_items(split), 8).fit(params)(np.arange(1, 50)))
+    first = als.Model(split, 7).fit(params)(np.arange(1, 50), "val")
+    np.testing.assert_array_equal(first, als.Model(split, 7).fit(params)(np.arange(1, 50), "val"))
+    assert not np.array_equal(first, als.Model(split, 8).fit(params)(np.arange(1, 50), "val"))
 
     result = tune(als, split, KS, "recall@10", cfg.seed)
     values = [g["val_recall@10"] for g in result["grid"]]
     assert len(values) == len(als.GRID) and len(set(values)) > 1
     assert result["chosen"] == als.GRID[int(np.argmax(values))]
     assert result["val"]["recall@10"] == max(values)
-    refit = als.Model(user_items(split), cfg.seed).fit(result["chosen"])
+    refit = als.Model(split, cfg.seed).fit(result["chosen"])
     assert overall(result["test"]) == score(split, "test", KS, refit)
     assert result["test"]["recall@10"] > most_popular(split, "test", KS)["recall@10"]
 
@@ -202,7 +203,8 @@ def test_evaluation_baselines_chooses_which_run_and_an_empty_list_fits_none(tmp_
     logged = []
     assert baselines_for(none, split, log=logged.append) == {} and logged == []
     assert list((tmp_path / "baselines").glob("*.json")) == list((tmp_path / "baselines").glob("ease-*.json"))
-    with pytest.raises(ConfigError, match=r"^c.yaml: evaluation.baselines: 'knn' is not one of ease, als$"):
+    with pytest.raises(ConfigError, match=r"^c.yaml: evaluation.baselines: 'knn' is not one of ease, als, "
+                                          r"recent_popularity, transitions$"):
         config.from_dict({"evaluation": {"baselines": ["knn"]}}, "c.yaml")
 
 
@@ -219,7 +221,7 @@ def test_baselines_command_prints_them_and_a_second_process_reads_the_cache(tmp_
     header = first.stdout.splitlines()
     assert "val:" in header and "test:" in header
     columns = next(line for line in header if line.startswith("metric")).split()
-    assert columns[:3] == ["metric", "MostPopular", "EASE"]
+    assert columns[:3] == ["metric", "MostPopular", "EASE"] and columns[-2:] == ["RecentPopularity", "Transitions"]
     assert ("ALS" in columns) == (als.skip_reason(0) is None)
     assert any(line.startswith("EASE: λ ") and "chosen on val_recall@10 from 6 settings" in line for line in header)
     assert "baseline EASE:" in first.stderr  # fitted in this process
@@ -252,14 +254,14 @@ def test_train_reports_the_baselines_beside_the_model(tmp_path):
     done = tuner_cli("train", "--config", str(path), "--out", str(tmp_path / "run"))
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics["baselines"]) == {"ease", "als"}
+    assert set(metrics["baselines"]) == {"ease", "als", "recent_popularity", "transitions"}
     ease_entry = metrics["baselines"]["ease"]
     assert ease_entry["chosen"] in ease.GRID and ease_entry["chosen_on"] == "val_recall@10"
     assert set(overall(ease_entry["test"])) == set(overall(metrics["test"]))
     cfg = config.load(str(path))
     assert metrics["baselines"] == baselines_for(cfg, synthetic_split(cfg))  # the entry `tuner baselines` reads
     header = next(line for line in done.stderr.split("test:")[1].splitlines() if line.startswith("metric")).split()
-    assert header[:4] == ["metric", "model", "MostPopular", "EASE"]
+    assert header[:4] == ["metric", "model", "MostPopular", "EASE"] and header[-2:] == ["RecentPopularity", "Transitions"]
     assert ("ALS" in header) == (als.skip_reason(0) is None)
 
 

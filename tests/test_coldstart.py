@@ -16,6 +16,7 @@ import tuner  # noqa: F401
 import tensorflow as tf
 
 import tuner.evaluate as ev
+from tuner import heldout
 from tuner.config import from_dict
 from tuner.data.types import Dataset, Interactions, Split
 from tuner.model.towers import OovEmbedding
@@ -194,7 +195,7 @@ def handmade_split() -> Split:
 
 def test_cold_user_metrics_count_exactly_the_users_without_training_interactions():
     split = handmade_split()
-    test = ev.with_cold_users(lambda s: ev.most_popular(s, "test", [1, 3]), split, "test")
+    test = heldout.with_cold_users(lambda s: ev.most_popular(s, "test", [1, 3]), split, "test")
     # MostPopular ranks 1, 2, 3, 4, 5. Cold user 4: item 2 excluded (val), ranking 1, 3, 4, 5,
     # relevant {1, 5}; cold user 5: ranking 1..5, relevant {3}.
     assert test["cold_users"] == 2
@@ -206,9 +207,9 @@ def test_cold_user_metrics_count_exactly_the_users_without_training_interactions
     assert test["recall@1"] == pytest.approx((1 + 0 + 1 / 2 + 0) / 4)
     assert ev.most_popular(split, "test", [1, 3]).items() <= test.items()
 
-    val = ev.with_cold_users(lambda s: ev.most_popular(s, "val", [1, 3]), split, "val")
+    val = heldout.with_cold_users(lambda s: ev.most_popular(s, "val", [1, 3]), split, "val")
     assert val["cold_users"] == 1  # user 4, the only val user
     assert (val["cold_recall@1"], val["cold_recall@3"]) == (0.0, 1.0) == (val["recall@1"], val["recall@3"])
 
     warm = Split(split.dataset, split.train, interactions([(1, 3)]), interactions([(2, 2), (3, 4)]))
-    assert "cold_users" not in ev.with_cold_users(lambda s: ev.most_popular(s, "test", [3]), warm, "test")
+    assert "cold_users" not in heldout.with_cold_users(lambda s: ev.most_popular(s, "test", [3]), warm, "test")

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuner.config import ConfigError, DatasetConfig, SplitConfig
-from tuner.data import DataError, Dataset, Interactions, load_dataset, make_split
+from tuner.config import DatasetConfig, SplitConfig
+from tuner.data import Dataset, Interactions, load_dataset, make_split
 from tuner.data.files import assemble
 from tuner.data.movielens import cache_dir
 from tuner.data.split import histories
+from tuner.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="session")

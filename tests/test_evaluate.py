@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import tuner.evaluate as ev
-from tuner import config, topk
+from tuner import config, heldout, ranking, topk
 from tuner.data.types import Dataset, Interactions, Split
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, EvaluationError
 
 import tensorflow as tf  # noqa: E402  (after tuner: tf-keras must be selected first)
 
@@ -77,7 +77,7 @@ def int_model(seed, split, dim=4, low=-2, high=3) -> TableModel:
 # --- the reference: one query at a time, full stable sort ------------------------------------
 
 
-def ranking(scores, banned=()):
+def ranked_items(scores, banned=()):
     """Items 1..N by descending score, lower index first on ties, without `banned`."""
     order = np.argsort(-np.asarray(scores, np.float64)[1:], kind="stable") + 1
     return [int(i) for i in order if int(i) not in set(banned)]
@@ -88,13 +88,13 @@ def reference(score_of, split, part, ks):
     held = getattr(split, part)
     earlier = [split.train] if part == "val" else [split.train, split.val]
     out = {}
-    ranks = [ranking(score_of(j)).index(int(held.item[j])) for j in range(len(held))]
+    ranks = [ranked_items(score_of(j)).index(int(held.item[j])) for j in range(len(held))]
     recall, ndcg = {k: [] for k in ks}, {k: [] for k in ks}
     for u in np.unique(held.user):
         first = int(np.flatnonzero(held.user == u)[0])
         seen = {int(i) for e in earlier for i in e.item[e.user == u]}
         relevant = {int(i) for i in held.item[held.user == u]}
-        ranked = ranking(score_of(first), seen)
+        ranked = ranked_items(score_of(first), seen)
         for k in ks:
             top = ranked[:k]
             recall[k].append(len(relevant & set(top)) / len(relevant))
@@ -184,8 +184,8 @@ def test_chunks_give_the_same_numbers(monkeypatch, history_length):
     whole = ev.evaluate(model, split, "test", KS)
     popular = ev.most_popular(split, "test", KS)
     assert_same(whole, reference(model_scores(model, split, "test"), split, "test", KS))
-    monkeypatch.setattr(ev, "LOG_EVERY_S", 0.0)
-    monkeypatch.setattr(ev, "_CHUNK_ROWS", 3)  # three queries per chunk
+    monkeypatch.setattr(ranking, "LOG_EVERY_S", 0.0)
+    monkeypatch.setattr(ranking, "CHUNK_ROWS", 3)  # three queries per chunk
     lines = []
     assert_same(ev.evaluate(model, split, "test", KS, log=lines.append), whole)
     assert_same(ev.most_popular(split, "test", KS), popular)
@@ -193,8 +193,8 @@ def test_chunks_give_the_same_numbers(monkeypatch, history_length):
     assert chunks >= 10 and len(lines) == chunks and f"chunk {chunks}/{chunks}" in lines[-1]
 
     # a dense score matrix (a baseline's) is what memory_mb bounds
-    monkeypatch.setattr(ev, "_CHUNK_ROWS", 256)
-    q = ev._queries(split, "test", KS)
+    monkeypatch.setattr(ranking, "CHUNK_ROWS", 256)
+    q = heldout.queries_of(split, "test", KS)
     calls = []
 
     def dense(start, end):
@@ -203,8 +203,8 @@ def test_chunks_give_the_same_numbers(monkeypatch, history_length):
                          for r in range(start, end)])
 
     tiny = 3 * 51 * 4 / 2**20
-    assert ev.chunk_rows(50, tiny) == 3
-    assert_same(ev._rank(dense, q, 50, KS, tiny, None, "test"), whole)
+    assert ranking.chunk_rows(50, tiny) == 3
+    assert_same(ranking.rank(dense, q, 50, KS, tiny), whole)
     assert max(calls) == 3 and sum(calls) == len(q.user)
 
 
@@ -212,13 +212,13 @@ def test_chunks_give_the_same_numbers(monkeypatch, history_length):
     (2211, 256, 2, 224, 10),  # 10 equal chunks, not 9 of 256 (one core idle for the last)
     (100, 256, 2, 64, 2), (7, 256, 2, 4, 2), (1, 256, 2, 1, 1), (33, 3, 2, 3, 11), (1000, 256, 1, 256, 4)])
 def test_chunks_are_equal_across_cores(rows, limit, cores, chunk, chunks):
-    assert ev._chunks(rows, limit, cores) == (chunk, chunks)
+    assert ranking.chunks(rows, limit, cores) == (chunk, chunks)
 
 
 def test_chunk_rows_bounds_the_score_matrix():
-    assert ev.chunk_rows(1_000_000, 512) == 134  # 134 * 1_000_001 * 4 bytes <= 512 MiB < 135 * ...
+    assert ranking.chunk_rows(1_000_000, 512) == 134  # 134 * 1_000_001 * 4 bytes <= 512 MiB < 135 * ...
     assert 134 * 1_000_001 * 4 <= 512 * 2**20 < 135 * 1_000_001 * 4
-    assert ev.chunk_rows(10_000_000, 1) == 1  # never zero
+    assert ranking.chunk_rows(10_000_000, 1) == 1  # never zero
 
 
 def test_padding_index_is_never_ranked():
@@ -238,14 +238,14 @@ def test_empty_part_and_bad_arguments():
     model = int_model(1, split)
     assert ev.evaluate(model, split, "val", [10]) == {} and ev.most_popular(split, "val", [10]) == {}
     assert ev.evaluate(model, split, "test", [5]).keys() == {"hit_rate@5", "recall@5", "ndcg@5"}
-    with pytest.raises(ev.EvaluationError, match="part: 'train' is not one of val, test"):
+    with pytest.raises(EvaluationError, match="part: 'train' is not one of val, test"):
         ev.evaluate(model, split, "train", [10])
-    with pytest.raises(ev.EvaluationError, match="ks"):
+    with pytest.raises(EvaluationError, match="ks"):
         ev.most_popular(split, "test", [0])
-    with pytest.raises(ev.EvaluationError, match="ks"):
+    with pytest.raises(EvaluationError, match="ks"):
         ev.most_popular(split, "test", [])
     split.test.item[0] = 0
-    with pytest.raises(ev.EvaluationError, match=r"split.test.item: indices must be in 1..30"):
+    with pytest.raises(EvaluationError, match=r"split.test.item: indices must be in 1..30"):
         ev.most_popular(split, "test", [10])
 
 
@@ -432,11 +432,11 @@ def test_nan_scores_are_an_error():
     split = random_split(4)
     model = int_model(2, split)
     model.items[5, 1] = np.nan
-    with pytest.raises(ev.EvaluationError, match="^scores: NaN"):
+    with pytest.raises(EvaluationError, match="^scores: NaN"):
         ev.evaluate(model, split, "test", KS)
     matrix = np.zeros((2, 10), np.float32)
     matrix[1, 7] = np.nan
-    with pytest.raises(ev.EvaluationError, match="^scores: NaN"):
+    with pytest.raises(EvaluationError, match="^scores: NaN"):
         topk.rank(topk.DenseScores(matrix, topk.tile_items(2, 10)), 2, 10, 3)
 
 
@@ -446,13 +446,13 @@ def test_nan_scores_are_an_error():
 def test_sample_users_is_seeded_exact_and_evaluates_only_those_users():
     split = random_split(3, num_users=200, num_items=40, sizes=(600, 300, 100))
     users = np.unique(split.val.user)
-    assert ev.sample_users(split, "val", len(users), 0) is None  # not more users than asked: all count
-    assert ev.sample_users(split, "val", None, 0) is None  # the default, 5,000, exceeds them
-    sample = ev.sample_users(split, "val", 25, 7)
+    assert heldout.sample_users(split, "val", len(users), 0) is None  # not more users than asked: all count
+    assert heldout.sample_users(split, "val", None, 0) is None  # the default, 5,000, exceeds them
+    sample = heldout.sample_users(split, "val", 25, 7)
     assert len(sample) == len(np.unique(sample)) == 25 and set(sample) <= set(users)
-    np.testing.assert_array_equal(sample, ev.sample_users(split, "val", 25, 7))
-    assert not np.array_equal(sample, ev.sample_users(split, "val", 25, 8))
-    cut = ev.only_users(split, "val", sample)
+    np.testing.assert_array_equal(sample, heldout.sample_users(split, "val", 25, 7))
+    assert not np.array_equal(sample, heldout.sample_users(split, "val", 25, 8))
+    cut = heldout.only_users(split, "val", sample)
     assert set(np.unique(cut.val.user)) == set(sample) and len(cut.train) == len(split.train)
     model = int_model(6, split)
     assert_same(ev.evaluate(model, split, "val", KS, users=sample), reference(model_scores(model, cut, "val"), cut, "val", KS))
@@ -471,7 +471,7 @@ def test_per_epoch_validation_uses_the_sample_and_final_metrics_use_every_user(t
     split = train.prepare_split(cfg)
     model = train.build_model_for(cfg, split)
     result = train.run(cfg, split, model=model, log=lambda message: None)
-    sample = ev.sample_users(split, "val", 40, cfg.split.seed)
+    sample = heldout.sample_users(split, "val", 40, cfg.split.seed)
     assert len(sample) == 40 < len(np.unique(split.val.user))
     epoch_val = result["epochs"][0]["val"]
     assert_same(epoch_val, ev.evaluate(model, split, "val", ks, users=sample))  # the trained model: one epoch

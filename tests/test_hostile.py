@@ -162,6 +162,9 @@ CASES = [
          ("--out:", "file'", "is a file", "give a directory")),
     Case("out_under_a_file", ("train", "--config", "{tmp}/good.yaml", "--out", "{tmp}/file/run/1"),
          ("--out:", "is under", "which is a file", "give a directory")),
+    Case("out_on_proc", ("train", "--config", "{tmp}/good.yaml", "--out", "/proc/tuner-run"),
+         ("--out: '/proc", "cannot write")),  # root may write into /proc's folder: the file system says no
+    Case("out_on_sys", ("train", "--config", "{tmp}/good.yaml", "--out", "/sys/tuner-run/1"), ("--out: '/sys",)),
     Case("model_missing", ("recommend", "--model", "{tmp}/nowhere", "--user", "1"),
          ("--model:", "nowhere' not found", "DIR/model")),
     Case("model_is_a_file", ("recommend", "--model", "{tmp}/file", "--user", "1"),
@@ -234,14 +237,12 @@ CASES = [
 def workspace(tmp_path: Path) -> Path:
     """A tuner store holding the study of the built-in temp space, a regular file, a good config and an
     oversized space."""
-    from tuner.space import load_space
+    from tuner.space import StudySettings, load_space
     from tuner.store import create_or_get_study, open_store
 
     with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:  # the built-in temp space's study, as stored
         temp = load_space("temp")
-        create_or_get_study(store, name="temp", space=temp.text, objective=temp.search.objective,
-                            direction=temp.search.direction, oracle=temp.search.oracle,
-                            settings={"max_trials": temp.search.max_trials, "seed": temp.search.seed})
+        create_or_get_study(store, name="temp", space=temp.text, settings=StudySettings(temp.search))
     (tmp_path / "file").write_text("not a directory\n")
     (tmp_path / "good.yaml").write_text("training: {epochs: 1}\n")
     os.mkfifo(tmp_path / "pipe")  # a pipe, and a device behind a .csv name: read, they would never end
@@ -273,6 +274,17 @@ def test_bad_input_gets_one_line_before_anything_is_built(case: Case, workspace:
     assert not (workspace / "out").exists()
 
 
+def test_a_worker_process_answers_in_the_same_one_line_as_the_command(workspace: Path):
+    """`python -m tuner.search.local` (what `tuner search` starts) formats its errors as `tuner` does:
+    one line, a quoted text capped."""
+    spec = "m" * 5000 + ":f"
+    proc = subprocess.run([sys.executable, "-m", "tuner.search.local", "--study", "temp", "--storage",
+                           f"sqlite:///{workspace / 'store.db'}", "--trial-fn", spec],
+                          cwd=HOSTILE, capture_output=True, text=True, timeout=120)
+    line = refusal(proc)
+    assert proc.stderr.strip() == line and "trial function" in line and " … " in line and len(line) < 2100, line
+
+
 def test_memory_refusal_reads_the_machine_memory_unless_told():
     proc, _ = tuner_cli("train", "--config", "c_embedding_dim.yaml", "--out", "/nonexistent/out", limit=LIMIT_BYTES,
                         env={"TUNER_MEMORY_MB": ""})
@@ -282,13 +294,13 @@ def test_memory_refusal_reads_the_machine_memory_unless_told():
 
 def test_estimates_let_the_shipped_configs_and_spaces_run():
     """No false refusals: every config and space the project ships fits a 4 GiB machine."""
-    from tuner import config, memory
+    from tuner import config, memory, safe_yaml
     from tuner.space import builtin_names, load_space
 
     os.environ["TUNER_MEMORY_MB"] = "4096"
     try:
         for path in sorted((HOSTILE.parent.parent / "experiments").rglob("*.yaml")):
-            data = config.read_yaml(path)
+            data = safe_yaml.read(path)
             if isinstance(data, dict) and "parameters" not in data:
                 memory.check(config.from_dict(data, str(path)), str(path))
         for name in builtin_names():
@@ -313,7 +325,8 @@ def test_memory_override_plans_for_a_smaller_machine(monkeypatch):
 def test_floats_written_without_a_dot_are_floats_in_configs_and_spaces(tmp_path):
     """YAML 1.1 would read `1e-3` as a string and the config would refuse it as "expected float";
     configs, spaces and a study's stored space read it as YAML 1.2 does."""
-    from tuner import config
+    from tuner import config, safe_yaml
+    from tuner.errors import ConfigError
     from tuner.space import load_space, load_space_text
 
     path = tmp_path / "config.yaml"
@@ -322,7 +335,7 @@ def test_floats_written_without_a_dot_are_floats_in_configs_and_spaces(tmp_path)
     cfg = config.load(path)
     assert (cfg.training.learning_rate, cfg.training.epochs) == (0.001, 10)
     assert (cfg.retrieval.temperature, cfg.model.dropout) == (0.05, 0.1)
-    assert config.parse_yaml("a: [1e-3, +5E+2, -2e-4, .5e1, 1.e3, '1e-3', 1e, e3, 0x1e3]", "x") == \
+    assert safe_yaml.parse("a: [1e-3, +5E+2, -2e-4, .5e1, 1.e3, '1e-3', 1e, e3, 0x1e3]", "x") == \
         {"a": [0.001, 500.0, -0.0002, 5.0, 1000.0, "1e-3", "1e", "e3", 0x1E3]}  # quoted and non-numbers stay text
 
     space = tmp_path / "space.yaml"
@@ -333,7 +346,7 @@ def test_floats_written_without_a_dot_are_floats_in_configs_and_spaces(tmp_path)
         rate, temperature = loaded.parameters
         assert (rate.min, rate.max, temperature.values) == (1e-4, 0.1, (0.01, 0.05))
     (tmp_path / "inf.yaml").write_text("training: {learning_rate: 1e400}\n")  # overflows to inf: refused as inf is
-    with pytest.raises(config.ConfigError, match=r"training.learning_rate: expected a finite number, got inf"):
+    with pytest.raises(ConfigError, match=r"training.learning_rate: expected a finite number, got inf"):
         config.load(tmp_path / "inf.yaml")
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import throwaway_postgres
 import yaml
 
+from tuner.space import SearchSettings, StudySettings
 from tuner.store import COMPLETED, RUNNING, STUDY_NAME_RULE, api, create_or_get_study, open_store
 
 ENV = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"} | {"PYTHONWARNINGS": "ignore"}
@@ -74,16 +75,15 @@ def temp_space_text(**search) -> str:
 def add_study(url: str, name: str = "s") -> None:
     """A study with one completed trial and its final metrics, as workers write them."""
     store = open_store(url)
-    study = create_or_get_study(store, name=name, space=temp_space_text(), objective="val_recall@10",
-                                direction="max", oracle="random", settings={"max_trials": 2, "seed": 1})[0]
+    study = create_or_get_study(store, name=name, space=temp_space_text(), settings=StudySettings(SearchSettings(
+        objective="val_recall@10", direction="max", oracle="random", max_trials=2, seed=1)))[0]
     now = api.utcnow()
-    with api.study_lock(store, study.id) as (conn, _):
-        trial_id, _ = api.insert_trial(conn, study.id, kt_trial_id="kt1", status=RUNNING,
-                                       params=json.dumps({"retrieval.temperature": 0.1}), worker="w0", host="h",
-                                       pid=1, started=now, heartbeat=now, retries=0, kt_state="{}", kt_version=1)
-    with store.write() as conn:
-        api.add_metrics(conn, trial_id, None, {"val_recall@10": 0.15, "test_recall@10": 0.14})
-        api.update_trial(conn, trial_id, status=COMPLETED, objective=0.15, ended=now)
+    with api.study_lock(store, study.id) as locked:
+        trial_id, _ = locked.insert_trial(kt_trial_id="kt1", status=RUNNING,
+                                          params=json.dumps({"retrieval.temperature": 0.1}), worker="w0", host="h",
+                                          pid=1, started=now, heartbeat=now, retries=0, kt_state="{}", kt_version=1)
+        locked.add_metrics(trial_id, None, {"val_recall@10": 0.15, "test_recall@10": 0.14})
+        locked.update_trial(trial_id, status=COMPLETED, objective=0.15, ended=now)
     store.close()
 
 
@@ -311,6 +311,30 @@ def test_an_output_that_cannot_be_a_file_is_refused_before_anything_is_read(comm
     refused(tuner(command, "--study", "s", "--out", out, "--storage", tuner_store, cwd=work), "--out", expected)
     assert folder_snapshot(db_dir) == before and folder_snapshot(work) == work_before
     assert list((work / "dir").iterdir()) == []
+
+
+@pytest.mark.parametrize("command, out, expected", [
+    ("best", "/proc/tuner-best.yaml", "--out: '/proc"),  # root may write into /proc's folder; the file system says no
+    ("best", "/sys/tuner-best.yaml", "--out: '/sys"),
+    ("best", "/dev/full", "--out: '/dev/full' is not a regular file"),
+    ("report", "/proc/tuner-report.html", "--out: '/proc"),
+    ("report", "/dev/full", "--out: '/dev/full' is not a regular file"),
+], ids=["best-proc", "best-sys", "best-device", "report-proc", "report-device"])
+def test_an_output_the_file_system_refuses_is_one_line_and_nothing_changes(command, out, expected, tuner_store,
+                                                                           db_dir, work):
+    before, work_before = folder_snapshot(db_dir), folder_snapshot(work)
+    line = refused(tuner(command, "--study", "s", "--out", out, "--storage", tuner_store, cwd=work), expected)
+    assert "cannot write" in line or "not a regular file" in line, line
+    assert folder_snapshot(db_dir) == before and folder_snapshot(work) == work_before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+@pytest.mark.parametrize("command", ["best", "report"])
+def test_an_output_in_a_read_only_folder_is_one_line(command, tuner_store, work):
+    (work / "locked").mkdir(mode=0o555)
+    refused(tuner(command, "--study", "s", "--out", work / "locked" / "out", "--storage", tuner_store, cwd=work),
+            "--out:", "locked", "permission denied")
+    assert list((work / "locked").iterdir()) == []
 
 
 def test_a_regular_file_where_the_reports_folder_goes_is_refused(tuner_store, db_dir, work):

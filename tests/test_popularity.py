@@ -10,8 +10,9 @@ import pytest
 import tuner  # noqa: F401
 import tensorflow as tf
 
-from tuner.config import ConfigError, from_dict
-from tuner.model.sampling import unigram_probabilities, window_counts
+from tuner.config import from_dict
+from tuner.errors import ConfigError
+from tuner.model.sampling import unigram_probabilities, window_counts, window_rows
 from tuner.train import build_model_for, prepare_split, run
 
 
@@ -49,6 +50,14 @@ def test_window_counts_count_the_end_of_the_stream():
     assert window_counts(items, 5, 1.0).tolist() == [0, 2, 1, 3, 2, 0]
     assert window_counts(items, 5, 0.5).tolist() == [0, 0, 0, 2, 2, 0]  # the last 4
     assert window_counts(items, 5, 0.01).tolist() == [0, 0, 0, 0, 1, 0]  # never empty
+
+
+# 0.55 * 100 and 0.07 * 100 are 55.00000000000001 and 7.000000000000001 in floating point
+@pytest.mark.parametrize("share, n, rows", [(0.55, 100, 55), (0.07, 100, 7), (0.29, 100, 29), (0.5, 3, 2),
+                                            (1.0, 7, 7), (0.01, 8, 1)])
+def test_a_window_counts_exactly_the_share_of_rows_written(share, n, rows):
+    assert window_rows(share, n) == rows
+    assert window_counts(np.arange(1, n + 1), n, share).sum() == rows
 
 
 def test_a_window_favours_items_on_the_rise_for_new_users():

@@ -15,13 +15,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
-from tuner.config import ConfigError
+from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, start_local_workers
-from tuner.search.pruning import HyperbandPruner, MedianPruner, decide, promotable
+from tuner.search.pruning import HyperbandPruner, MedianPruner, decide, options, promotable
 from tuner.space import load_space, search_settings
-from tuner.store import COMPLETED, PRUNED, RUNNING, api, get_study, list_metrics, list_trials, open_store
+from tuner.store import COMPLETED, PRUNED, RUNNING, EpochView, api, get_study, list_metrics, list_trials, open_store
 from tuner.store.schema import DECISION
 
 HERE = Path(__file__).resolve()
@@ -47,9 +48,10 @@ def new_study(url, name="p", **settings):
 
 def add_trial(store, study, status=RUNNING) -> int:
     """A trial row as a worker writes it (the pruner needs only its id and status)."""
-    with api.study_lock(store, study.id) as (conn, row):
-        trial_id, _ = api.insert_trial(conn, study.id, kt_trial_id=f"k{time.monotonic_ns()}", status=status,
-                                       params="{}", started=row.now, heartbeat=row.now, kt_state="{}", kt_version=0)
+    with api.study_lock(store, study.id) as locked:
+        trial_id, _ = locked.insert_trial(kt_trial_id=f"k{time.monotonic_ns()}", status=status,
+                                          params="{}", started=locked.now, heartbeat=locked.now, kt_state="{}",
+                                          kt_version=0)
     return trial_id
 
 
@@ -59,7 +61,14 @@ def report(store, trial_id, epoch, value):
 
 def recorded(store, trial_id) -> dict[int, float]:
     with store.read() as conn:
-        return api.curve(conn, trial_id, DECISION)
+        rows = conn.execute(sa.text("SELECT epoch, value FROM metrics WHERE trial_id = :t AND name = :n"),
+                            {"t": trial_id, "n": DECISION})
+        return {epoch: value for epoch, value in rows}
+
+
+def complete(store, study, trial_id):
+    with api.study_lock(store, study.id) as locked:
+        locked.update_trial(trial_id, status=COMPLETED)
 
 
 # --- rung decisions on handmade curves -----------------------------------------------------
@@ -92,7 +101,7 @@ def test_hyperband_keeps_the_top_third_at_each_rung(sqlite_url):
     assert decide(store, pruner, study.id, ids[1], 1, 0.99) is True
     assert decide(store, pruner, study.id, ids[0], 1, -1.0) is False
     with store.read() as conn:
-        rows = conn.execute(__import__("sqlalchemy").text(
+        rows = conn.execute(sa.text(
             "SELECT COUNT(*) FROM metrics WHERE name = :n"), {"n": DECISION}).scalar()
     assert rows == len(arrivals) + 2
     # The pruner's rows are not metrics: curves and reports never see them.
@@ -121,8 +130,7 @@ def test_median_stops_below_the_median_of_completed_trials_at_the_same_epoch(sql
     done_a = add_trial(store, study)
     for epoch, value in enumerate([0.1, 0.2, 0.3], 1):
         report(store, done_a, epoch, value)
-    with store.write() as conn:
-        api.update_trial(conn, done_a, status=COMPLETED)
+    complete(store, study, done_a)
     early = add_trial(store, study)
     report(store, early, 1, 0.0)
     report(store, early, 2, 0.0)
@@ -132,8 +140,7 @@ def test_median_stops_below_the_median_of_completed_trials_at_the_same_epoch(sql
     done_b = add_trial(store, study)
     for epoch, value in enumerate([0.2, 0.4, 0.5], 1):
         report(store, done_b, epoch, value)
-    with store.write() as conn:
-        api.update_trial(conn, done_b, status=COMPLETED)
+    complete(store, study, done_b)
     # Median at epoch 2 of the completed trials: (0.2 + 0.4) / 2 = 0.3.
     low, dipped, high = add_trial(store, study), add_trial(store, study), add_trial(store, study)
     for trial_id, curve in ((low, [0.1, 0.25]), (dipped, [0.5, 0.29]), (high, [0.2, 0.31])):
@@ -147,6 +154,21 @@ def test_median_stops_below_the_median_of_completed_trials_at_the_same_epoch(sql
     # Epoch 3: the completed trials' values there are 0.3 and 0.5, median 0.4.
     report(store, high, 3, 0.35)
     assert decide(store, pruner, study.id, high, 3, 0.35) is True
+
+
+def test_each_pruner_checks_its_own_keys_and_reads_plain_values():
+    assert options("hyperband") == {"min_iter": 1, "eta": 3} and options("median") == {"min_iter": 1, "startup_trials": 5}
+    with pytest.raises(ConfigError, match=r"^search.early_terminate.eta: must be an integer >= 2, got 1$"):
+        HyperbandPruner("score", "max", eta=1)
+    with pytest.raises(ConfigError, match=r"^x.yaml: search.early_terminate.startup_trials: must be an integer >= 0, "
+                                          r"got True$"):
+        MedianPruner("score", "max", startup_trials=True, where="x.yaml: search.early_terminate")
+    view = EpochView(epoch=2, value=0.25, curve=(0.1, 0.25), decided=(0.5, 0.4), completed=(0.2, 0.4),
+                     counts={COMPLETED: 2, RUNNING: 1})
+    assert MedianPruner("score", "max", startup_trials=2).should_stop(view) is True  # 0.25 < median 0.3
+    assert MedianPruner("score", "max", startup_trials=3).should_stop(view) is None  # two completed, three needed
+    assert HyperbandPruner("score", "max", eta=3).should_stop(view) is True  # 0.25 is not the best of three
+    assert HyperbandPruner("score", "min", eta=3).should_stop(view) is False
 
 
 @pytest.mark.parametrize("early_terminate, message", [

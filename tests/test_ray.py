@@ -277,6 +277,35 @@ def test_sqlite_is_refused_on_a_cluster_of_two_nodes(ray_cluster, tmp_path):
     assert len(errors) == 1 and "2 nodes" in errors[0] and "PostgreSQL" in errors[0], out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("flags, expected", [
+    (["--workers", "3"], "--workers: 3 worker(s) of 1 CPU each do not fit the Ray cluster at {address} (2 node(s), "
+                         "2 CPUs, 0 GPUs: room for 2 at once); set it to 2 or fewer or lower --cpus-per-worker"),
+    (["--cpus-per-worker", "2"], "search.workers: 1 worker(s) of 2 CPU each do not fit the Ray cluster at {address} "
+                                 "(2 node(s), 2 CPUs, 0 GPUs: room for 0 at once); no node can hold one; "
+                                 "lower --cpus-per-worker"),
+])
+def test_workers_beyond_the_cluster_are_refused_before_a_study_is_created(ray_cluster, tmp_path, flags, expected):
+    """Not a search that waits forever: two 1-CPU nodes have room for two 1-CPU workers, and none of 2 CPUs."""
+    db = tmp_path / "s.db"
+    out = subprocess.run([sys.executable, "-m", "tuner.cli", "search", "--space", str(tiny_space(tmp_path)), *flags,
+                          "--ray", ray_cluster.address, "--storage", f"sqlite:///{db}"],
+                         capture_output=True, text=True, env=ray_cluster.env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("tuner: error:")]
+    assert len(errors) == 1 and errors[0].endswith(expected.format(address=ray_cluster.address)), out.stderr[-2000:]
+    assert not db.exists()
+
+
+def test_room_is_counted_node_by_node_and_by_gpu_where_the_cluster_has_gpus():
+    from tuner.search.ray import room_for
+
+    cpu_nodes = [{"Resources": {"CPU": 4.0}}, {"Resources": {"CPU": 1.0}}]
+    assert [room_for(cpu_nodes, c) for c in (1, 0.5, 2, 3, 5)] == [5, 10, 2, 1, 0]
+    gpu_nodes = [{"Resources": {"CPU": 8.0, "GPU": 2.0}}, {"Resources": {"CPU": 16.0}},
+                 {"Resources": {"CPU": 1.0, "GPU": 4.0}}]
+    assert room_for(gpu_nodes, 1) == 2 + 0 + 1
+
+
 def test_ctrl_c_stops_the_actors_and_requeues_their_trials(ray_cluster, postgres_url, tmp_path):
     """`search.engine: ray` with RAY_ADDRESS: one worker per node; Ctrl-C interrupts both trials."""
     store = open_store(postgres_url)

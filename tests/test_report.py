@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tuner import report
+from tuner.space import SearchSettings, StudySettings
 from tuner.store import COMPLETED, FAILED, PRUNED, RUNNING, StoreError, api, create_or_get_study, open_store
 
 OBJECTIVE = "val_recall@10"
@@ -40,24 +41,24 @@ def space_text() -> str:
 
 
 def make_study(store, name=STUDY):
-    return create_or_get_study(store, name=name, space=space_text(), objective=OBJECTIVE, direction="max",
-                               oracle="random", settings={"max_trials": 20, "seed": 1})[0]
+    return create_or_get_study(store, name=name, space=space_text(), settings=StudySettings(SearchSettings(
+        objective=OBJECTIVE, direction="max", oracle="random", max_trials=20, seed=1)))[0]
 
 
 def add_trial(store, study, params, epochs=(), finals=None, status=COMPLETED, error=None, seconds=60.0,
               worker="w0"):
     """A trial as a worker writes it: RUNNING under the study lock, per-epoch metrics, then its end."""
     started = api.utcnow() - timedelta(seconds=seconds)
-    with api.study_lock(store, study.id) as (conn, _):
-        trial_id, number = api.insert_trial(
-            conn, study.id, kt_trial_id=f"kt-{random.random()}", status=RUNNING, params=json.dumps(params),
+    with api.study_lock(store, study.id) as locked:
+        trial_id, number = locked.insert_trial(
+            kt_trial_id=f"kt-{random.random()}", status=RUNNING, params=json.dumps(params),
             worker=worker, host="h", pid=1, started=started, heartbeat=started, retries=0, kt_state="{}", kt_version=1)
     for epoch, values in enumerate(epochs, start=1):
         assert api.report_epoch(store, trial_id, epoch, values)
-    with store.write() as conn:
-        api.add_metrics(conn, trial_id, None, finals or {})
-        api.update_trial(conn, trial_id, status=status, error=error, ended=started + timedelta(seconds=seconds),
-                         objective=(finals or {}).get(OBJECTIVE) if status == COMPLETED else None)
+    with api.study_lock(store, study.id) as locked:
+        locked.add_metrics(trial_id, None, finals or {})
+        locked.update_trial(trial_id, status=status, error=error, ended=started + timedelta(seconds=seconds),
+                            objective=(finals or {}).get(OBJECTIVE) if status == COMPLETED else None)
     return number
 
 
@@ -238,8 +239,8 @@ def test_the_dashboard_refuses_ports_out_of_range_and_foreign_hosts(sqlite_url):
 
 def test_a_study_whose_space_no_longer_parses_still_reports_its_trials(sqlite_url, tmp_path):
     store = open_store(sqlite_url)
-    study = create_or_get_study(store, name="old", space="parameters: {}\n", objective=OBJECTIVE,
-                                direction="min", oracle="random", settings={})[0]
+    study = create_or_get_study(store, name="old", space="parameters: {}\n", settings=StudySettings(
+        SearchSettings(objective=OBJECTIVE, direction="min", oracle="random")))[0]
     for temperature in (0.01, 0.1):
         add_trial(store, study, {"retrieval.temperature": temperature, "model.user_features": "true"},
                   finals={OBJECTIVE: temperature})
@@ -593,9 +594,9 @@ def test_a_real_search_stores_its_baselines_and_the_report_draws_them(tmp_path):
 
     try:
         import implicit  # noqa: F401
-        expected = ["most_popular", "ease", "als"]
+        expected = ["most_popular", "ease", "als", "recent_popularity", "transitions"]
     except ImportError:  # without the extra ALS is skipped and stores nothing
-        expected = ["most_popular", "ease"]
+        expected = ["most_popular", "ease", "recent_popularity", "transitions"]
     space = {"seed": 42, "dataset": {"name": "synthetic", "num_users": 300, "num_items": 120, "num_interactions": 6000,
                                      "num_clusters": 6, "cache_dir": str(tmp_path / "cache")},
              "split": {"method": "random", "val_fraction": 0.1, "test_fraction": 0.2, "seed": 42},
@@ -643,7 +644,8 @@ def test_a_real_search_stores_its_baselines_and_the_report_draws_them(tmp_path):
     tuner("report", "--study", "refs")
     page = (tmp_path / "reports" / "refs.html").read_text()
     lines = reference_lines(charts(page)[OBJECTIVE])
-    labels = {"most_popular": "MostPopular", "ease": "EASE", "als": "ALS"}
+    labels = {"most_popular": "MostPopular", "ease": "EASE", "als": "ALS", "recent_popularity": "RecentPopularity",
+              "transitions": "Transitions"}
     assert list(lines) == [labels[p] for p in expected]
     for prefix in expected:
         value = stored[best][f"{prefix}_{OBJECTIVE}"]

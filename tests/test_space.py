@@ -11,8 +11,8 @@ import yaml
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 import keras_tuner as kt
-from tuner import config, space
-from tuner.config import ConfigError
+from tuner import config, config_paths, space
+from tuner.errors import ConfigError
 from tuner.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_builtin_space_samples_are_valid_configs(name):
                 assert value in p.values
             else:
                 assert p.min <= value <= p.max
-        assert sp.config_dict_for(values) == config.with_values(sp.base, searched)
+        assert sp.config_dict_for(values) == config_paths.with_values(sp.base, searched)
 
 
 def test_temp_space_is_the_quick_start():
@@ -153,6 +153,30 @@ def test_nested_conditions_and_list_values(tmp_path):
     # decoded values are accepted too, so searched_values round-trips through config_for
     assert sp.config_for(sp.searched_values({"model.history_length": 10, "model.share_item_embedding": "true",
                                              "model.query_layers": "none"})).model.query_layers == []
+
+
+def test_every_value_that_activates_a_parameter_is_checked_for_memory_too(tmp_path, monkeypatch):
+    """Loading and the memory check walk the same (value, conditions) cases. The memory check once
+    put a conditional parameter only under the first value of its `when` list: a CBNS bank of 10^9
+    rows, active for [mns, cbns], was estimated under mns (where no bank exists) and let through."""
+    from tuner import memory
+
+    monkeypatch.setenv("TUNER_MEMORY_MB", "4096")
+    sp = load_space(str(write(tmp_path, parameters={
+        "negatives.strategy": {"values": ["in_batch", "mns", "cbns"]},
+        "negatives.cbns_memory_size": {"values": [4096, 1_000_000_000],
+                                       "when": {"negatives.strategy": ["mns", "cbns"]}},
+    })))
+    cases = [where.partition("parameters.")[2] for where, _ in sp.configs_to_check()]
+    assert cases == ["negatives.strategy = 'in_batch'", "negatives.strategy = 'mns'", "negatives.strategy = 'cbns'",
+                     "negatives.cbns_memory_size = 4096 (when negatives.strategy = 'mns')",
+                     "negatives.cbns_memory_size = 1000000000 (when negatives.strategy = 'mns')",
+                     "negatives.cbns_memory_size = 4096 (when negatives.strategy = 'cbns')",
+                     "negatives.cbns_memory_size = 1000000000 (when negatives.strategy = 'cbns')"]
+    with pytest.raises(ConfigError, match=r"^[^\n]*bad\.yaml: parameters\.negatives\.cbns_memory_size = 1000000000 "
+                                          r"\(when negatives\.strategy = 'cbns'\): negatives\.cbns_memory_size: "
+                                          r"the run needs about [\d,.]+ GiB"):
+        memory.check_space(sp)
 
 
 def test_grid_oracle_enumerates_conditional_space_from_the_base_values(tmp_path):
@@ -319,7 +343,7 @@ ERRORS = [
      "parameters.model.embedding_dim.values: duplicate values in [32, 32.0]"),
     ("value the config rejects",
      {"parameters": {"training.optimizer": {"values": ["adam", "adamw"]}}},
-     "parameters.training.optimizer = 'adamw': training.optimizer: 'adamw' is not one of adagrad, adam, sgd, rmsprop"),
+     "parameters.training.optimizer = 'adamw': training.optimizer: 'adamw' is not one of adagrad, adam, sgd, dense_adam, rmsprop"),
     ("range end the config rejects",
      {"parameters": {"model.dropout": {"distribution": "uniform", "min": 0.0, "max": 1.0}}},
      "parameters.model.dropout = 1.0: model.dropout: must be in [0, 1)"),

@@ -1,5 +1,6 @@
 """The store on real SQLite files and a real PostgreSQL server: schema, errors, reads, locking."""
 import ast
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,30 +21,37 @@ from tuner.store import (COMPLETED, FAILED, RUNNING, SCHEMA_VERSION, Store, Stor
                          create_or_get_study, get_study, list_metrics, list_studies, list_trials, mask_url, open_store,
                          study_fingerprint)
 from tuner.errors import ConfigError
+from tuner.space import SearchSettings, StudySettings
 from tuner.store import api, schema
 
-SETTINGS = {"max_trials": 5, "seed": 1, "retries": 1, "heartbeat_timeout": 60.0}
+SEARCH = SearchSettings(objective="score", direction="max", oracle="random", max_trials=5, seed=1, retries=1)
+SETTINGS = StudySettings(SEARCH, heartbeat_timeout=60.0)
+
+
+def settings(**search) -> StudySettings:
+    return dataclasses.replace(SETTINGS, search=dataclasses.replace(SEARCH, **search))
 
 
 def make_study(store, name="s", direction="max", **overrides):
-    fields = dict(name=name, space="parameters: {}\n", objective="score", direction=direction, oracle="random",
-                  settings=SETTINGS)
+    fields = dict(name=name, space="parameters: {}\n", settings=settings(direction=direction))
     return create_or_get_study(store, **{**fields, **overrides})[0]
 
 
 def running_trial(store, study, params=None):
     """A RUNNING trial row as a worker writes it, under the study lock; (row id, number)."""
     now = api.utcnow()
-    with api.study_lock(store, study.id) as (conn, _):
-        return api.insert_trial(conn, study.id, kt_trial_id=f"kt{time.monotonic_ns()}", status=RUNNING,
+    with api.study_lock(store, study.id) as locked:
+        return locked.insert_trial(kt_trial_id=f"kt{time.monotonic_ns()}", status=RUNNING,
                                 params=json.dumps(params or {}), worker="w0", host="h", pid=1, started=now,
                                 heartbeat=now, retries=0, kt_state="{}", kt_version=1)
 
 
 def end_trial(store, trial_id, status, objective=None, seconds=1.0):
-    with store.write() as conn:
-        started = conn.execute(sa.select(schema.trials.c.started).where(schema.trials.c.id == trial_id)).scalar()
-        api.update_trial(conn, trial_id, status=status, objective=objective, ended=started + timedelta(seconds=seconds))
+    with store.write() as conn:  # the update a worker makes under the lock, written directly
+        trials = schema.trials
+        started = conn.execute(sa.select(trials.c.started).where(trials.c.id == trial_id)).scalar()
+        conn.execute(sa.update(trials).where(trials.c.id == trial_id)
+                     .values(status=status, objective=objective, ended=started + timedelta(seconds=seconds)))
 
 
 # --- opening and the schema version --------------------------------------------------------
@@ -291,19 +299,39 @@ def test_default_url_is_tuner_storage_else_tuner_db(tmp_path, monkeypatch):
 
 def test_studies_are_created_once_and_resumed_only_with_the_same_space_and_settings(store_url):
     store = open_store(store_url)
-    study, created = create_or_get_study(store, name="s", space="a: 1\n", objective="score", direction="max",
-                                         oracle="random", settings=SETTINGS)
-    again, created_again = create_or_get_study(store, name="s", space="a: 1\n", objective="score",
-                                               direction="max", oracle="random", settings=dict(SETTINGS))
+    study, created = create_or_get_study(store, name="s", space="a: 1\n", settings=SETTINGS)
+    again, created_again = create_or_get_study(store, name="s", space="a: 1\n", settings=settings())
     assert created and not created_again and again.id == study.id
     with pytest.raises(StoreError) as err:
-        create_or_get_study(store, name="s", space="a: 2\n", objective="score", direction="min",
-                            oracle="random", settings={**SETTINGS, "max_trials": 9})
+        create_or_get_study(store, name="s", space="a: 2\n", settings=settings(direction="min", max_trials=9))
     assert "study 's' exists with a different space, direction, search.max_trials;" in str(err.value)
     make_study(store, name="t")
     assert [s.name for s in list_studies(store)] == ["s", "t"]
     with pytest.raises(StoreError, match=r"no study named 'nope' \(studies: s, t\)"):
         get_study(store, "nope")
+    store.close()
+
+
+def test_settings_come_back_typed_and_a_study_written_by_an_earlier_version_still_resumes(store_url):
+    store = open_store(store_url)
+    hyperband = StudySettings(dataclasses.replace(SEARCH, oracle="hyperband", max_trials=None, max_epochs=9),
+                              hyperparameters={"space": []}, towers={"sha256": "ab"})
+    create_or_get_study(store, name="hb", space="a: 1\n", settings=hyperband)
+    assert get_study(store, "hb").settings == hyperband
+    # The JSON an earlier version wrote: no key of a setting it did not know, Hyperband's keys
+    # only for Hyperband, objective, direction and oracle in columns of their own.
+    old = {"max_trials": 5, "seed": 1, "retries": 1, "heartbeat_timeout": 60.0, "hyperparameters": {"space": []},
+           "early_terminate": {"type": "median", "min_iter": 1, "startup_trials": 5}}
+    with store.write() as conn:
+        conn.execute(sa.insert(schema.studies).values(name="old", space="a: 1\n", objective="score", direction="max",
+                                                      oracle="random", settings=json.dumps(old), version=0,
+                                                      created=api.utcnow()))
+    settings = get_study(store, "old").settings
+    assert settings.search.early_terminate["type"] == "median" and settings.search.max_trials == 5
+    assert settings.towers is None and settings.initial_points is None
+    study, created = create_or_get_study(store, name="old", space="a: 1\n", settings=dataclasses.replace(
+        settings, search=dataclasses.replace(settings.search, workers=4, engine="ray", study="other")))
+    assert not created and study.settings == settings  # how this run places its workers is not the study's
     store.close()
 
 
@@ -314,8 +342,7 @@ def test_processes_racing_to_create_one_study_all_get_it_and_one_creates_it(stor
     def create(store):
         start.wait()
         try:
-            results.append(create_or_get_study(store, name="s", space="parameters: {}\n", objective="score",
-                                               direction="max", oracle="random", settings=SETTINGS))
+            results.append(create_or_get_study(store, name="s", space="parameters: {}\n", settings=SETTINGS))
         except Exception as exc:  # noqa: BLE001  (collected and asserted below)
             errors.append(exc)
 
@@ -376,8 +403,8 @@ def test_final_metrics_come_after_the_epochs(store_url):
     store = open_store(store_url)
     study = make_study(store)
     trial_id, number = running_trial(store, study)
-    with store.write() as conn:
-        api.add_metrics(conn, trial_id, None, {"score": 0.5})
+    with api.study_lock(store, study.id) as locked:
+        locked.add_metrics(trial_id, None, {"score": 0.5})
     api.report_epoch(store, trial_id, 2, {"loss": 0.2})
     api.report_epoch(store, trial_id, 1, {"loss": 0.4})
     assert [(m.epoch, m.name) for m in list_metrics(store, "s")] == [(1, "loss"), (2, "loss"), (None, "score")]
@@ -421,17 +448,17 @@ def test_the_study_lock_makes_a_second_worker_wait_and_then_see_the_first_ones_w
     holding, waited, seen = threading.Event(), [], []
 
     def first():
-        with api.study_lock(store_a, study.id) as (conn, row):
+        with api.study_lock(store_a, study.id) as locked:
             holding.set()
             time.sleep(0.8)
-            api.save_oracle_state(conn, study.id, '{"from": "a"}', row.version + 1)
+            locked.save_oracle_state('{"from": "a"}', locked.version + 1)
 
     def second():
         holding.wait()
         start = time.monotonic()
-        with api.study_lock(store_b, study.id) as (conn, row):
+        with api.study_lock(store_b, study.id) as locked:
             waited.append(time.monotonic() - start)
-            seen.append((row.oracle_state, row.version))
+            seen.append((locked.oracle_state, locked.version))
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for t in threads:

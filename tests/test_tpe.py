@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
-from tuner import cli, config
+from tuner import cli, config_paths
 from tuner.search import TrialContext, create_or_resume_custom_study, create_or_resume_study, run_worker
 from tuner.space import load_space, search_settings
-from tuner.store import COMPLETED, PRUNED, get_study, list_studies, list_trials, open_store
+from tuner.store import COMPLETED, PRUNED, list_studies, list_trials, open_store, sampler_history
 
 REPO = Path(__file__).resolve().parents[1]
 PRUNE = {"type": "hyperband", "min_iter": 1, "eta": 3}
@@ -163,14 +163,13 @@ def test_two_workers_on_one_sqlite_study_never_run_the_same_point(tmp_path):
 
 def test_pruned_trials_inform_tpe_by_their_last_value(tmp_path):
     from tuner.search import tpe
-    from tuner.store import api
 
     url = f"sqlite:///{tmp_path / 'pruned.db'}"
     new_study(url, max_trials=20, early_terminate=PRUNE)
     trials = run(url, trial_fn=pruned_toy_trial)
     assert {t.status for t in trials} == {COMPLETED, PRUNED}
-    with open_store(url) as store, store.read() as conn:
-        past = tpe.past_trials(api.sampler_history(conn, get_study(store, "s").id))
+    with open_store(url) as store:
+        past = tpe.past_trials(sampler_history(store, "s"))
     pruned = [p for p in past if p.status == PRUNED]
     assert pruned and all(p.epoch in (1, 3) for p in pruned)
     by_values = {tuple(sorted(t.params.items())): t for t in trials}
@@ -220,7 +219,7 @@ def config_file(tmp_path: Path, name: str, **values) -> Path:
     base = {k: v for k, v in yaml.safe_load((REPO / "search_spaces" / "temp.yaml").read_text()).items()
             if k not in ("parameters", "search")}
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(config.with_values(base, values), sort_keys=False))
+    path.write_text(yaml.safe_dump(config_paths.with_values(base, values), sort_keys=False))
     return path
 
 

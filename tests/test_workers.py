@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
-from tuner.config import ConfigError
+from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, in_subprocess, load_trial_fn, run_worker, \
     start_local_workers
 from tuner.search.local import worker_env
@@ -209,14 +209,14 @@ def test_a_larger_budget_extends_a_study_and_its_oracle_and_a_smaller_one_is_ref
         new_study(extended, max_trials=2)
     assert str(err.value) == ("--max-trials 2: study 's' has a budget of 3 trials (3 run) and a budget only grows; "
                               "give at least 3, or a new --study")
-    assert get_study(store, "s").settings["max_trials"] == 3
+    assert get_study(store, "s").settings.search.max_trials == 3
     fresh = new_study(straight.replace("straight", "fresh"), max_trials=6)
     with pytest.raises(StoreError, match="budget of 6 trials [(]0 run[)]"):
         new_study(straight.replace("straight", "fresh"), max_trials=4)
-    assert get_study(fresh, "s").settings["max_trials"] == 6
+    assert get_study(fresh, "s").settings.search.max_trials == 6
 
     new_study(extended, max_trials=5)
-    assert get_study(store, "s").settings["max_trials"] == 5
+    assert get_study(store, "s").settings.search.max_trials == 5
     run_worker(extended, "s", trial_fn=quick_trial, worker_id="w1", log=lambda m: None)
     rows = assert_consistent(store, "s", 5)
     assert [r.params for r in rows] == [r.params for r in list_trials(open_store(straight), "s")]
@@ -226,7 +226,7 @@ def test_a_larger_budget_extends_a_study_and_its_oracle_and_a_smaller_one_is_ref
                                 "seed": 7, "retries": 1}, "study 's'")
     kept = create_or_resume_custom_study(store, "s", SPACE, hyperparameters(), settings, heartbeat_timeout=3.0,
                                          budget="extend")
-    assert kept.settings["max_trials"] == 5 == get_study(store, "s").settings["max_trials"]
+    assert kept.settings.search.max_trials == 5 == get_study(store, "s").settings.search.max_trials
     status = subprocess.run([sys.executable, "-m", "tuner.cli", "status", "--study", "s", "--storage", extended],
                             capture_output=True, text=True, timeout=120)
     assert "random oracle, 5/5 trials" in status.stdout, status.stdout + status.stderr
@@ -239,7 +239,7 @@ def test_an_extended_bayesian_study_keeps_its_random_start(sqlite_url):
     store = new_study(sqlite_url, oracle="bayesian", max_trials=8)
     new_study(sqlite_url, oracle="bayesian", max_trials=40)
     study = get_study(store, "s")
-    assert study.settings["max_trials"] == 40 and study.settings["initial_points"] == 3  # max(3, 8 // 4)
+    assert study.settings.search.max_trials == 40 and study.settings.initial_points == 3  # max(3, 8 // 4)
     assert new_oracle(study).num_initial_points == 3
 
 

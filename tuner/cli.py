@@ -6,7 +6,7 @@ import os
 import sys
 
 import tuner  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from tuner.errors import TunerError
+from tuner.errors import TunerError, error_line
 
 
 def cmd_train(args) -> int:
@@ -16,7 +16,7 @@ def cmd_train(args) -> int:
     from tuner import memory, paths
 
     memory.check(cfg, args.config)  # before loading: synthetic data or histories can be the runaway
-    out = paths.writable_dir(args.out or f"runs/{cfg.hash()}", "--out")
+    out = paths.write_out(args.out or f"runs/{cfg.hash()}", "--out")  # tried now, made when the run writes
     from tuner.data import load_dataset
 
     dataset = load_dataset(cfg.dataset, seed=cfg.seed)  # before TensorFlow loads: bad data fails fast
@@ -32,7 +32,8 @@ def cmd_baselines(args) -> int:
 
     cfg = config.load(args.config)
     from tuner import baselines, train
-    from tuner.evaluate import format_table, most_popular, with_cold_users
+    from tuner.evaluate import format_table, most_popular
+    from tuner.heldout import with_cold_users
 
     split = train.prepare_split(cfg)  # loaded and split exactly as `tuner train` does
     found = baselines.baselines_for(cfg, split, log=train.log_stderr)
@@ -67,6 +68,8 @@ def cmd_recommend(args) -> int:
 
 
 ARTIFACTS_HELP = "folder for Hyperband checkpoints, shared by all workers (default: beside a SQLite store)"
+
+
 def _store(args, read_only: bool = False):
     """The store of --storage; `read_only` commands never create one or change a database."""
     from tuner.store import open_store
@@ -79,6 +82,7 @@ def cmd_search(args) -> int:
 
     from tuner import memory
     from tuner.search import create_or_resume_study, start_local_workers
+    from tuner.search.progress import progress_line, watch
     from tuner.space import load_space
     from tuner.store import check_study_name, get_study
 
@@ -89,14 +93,14 @@ def cmd_search(args) -> int:
     check_study_name(name, "--study" if args.study else f"{space.source}: search.study (default: the file's name)")
     store = _store(args)
     study = create_or_resume_study(store, name, space, search=s, budget="set" if args.max_trials else "extend")
-    s = s.replace("the study's budget", max_trials=study.settings.get("max_trials"))  # an extended one stays
+    s = s.replace("the study's budget", max_trials=study.settings.search.max_trials)  # an extended one stays
     counts = get_study(store, study.name).counts
     state = f"resuming, {counts.get('COMPLETED', 0)} trials completed" if counts else "new"
     trials = f"{s.max_trials} trials" if s.max_trials else "trials until the oracle stops"
     print(f"study '{name}' in {store.url}: {state}; {s.oracle} oracle, {trials}, "
           f"objective {s.objective} ({s.direction}), {workers} worker(s)", flush=True)
     stop = threading.Event()
-    monitor = threading.Thread(target=_watch, args=(store, name, s.max_trials, workers, stop), daemon=True)
+    monitor = threading.Thread(target=watch, args=(store, name, s.max_trials, workers, stop), daemon=True)
     monitor.start()
     try:
         if args.ray or s.engine == "ray":  # only then is Ray imported
@@ -109,7 +113,7 @@ def cmd_search(args) -> int:
     finally:
         stop.set()
         monitor.join(timeout=10)
-    print(_progress_line(store, name, s.max_trials, workers, 0.0, final=True).replace(f"[{name}]", f"study '{name}' finished:"),
+    print(progress_line(store, name, s.max_trials, workers, 0.0, final=True).replace(f"[{name}]", f"study '{name}' finished:"),
           flush=True)
     print(f"next: tuner report --study {name}   |   tuner best --study {name} --out best.yaml", flush=True)
     return 0 if all(code == 0 for code in codes) else 1
@@ -129,55 +133,14 @@ def _search_settings(args, space):
     if not 0 < args.cpus_per_worker < float("inf"):  # also nan
         raise ConfigError(f"--cpus-per-worker: must be a finite number of CPUs > 0 (got {args.cpus_per_worker})")
     if args.ray or s.engine == "ray":
-        from tuner.search.ray import require_ray
+        from tuner.search.ray import check_room, require_ray
 
         require_ray()  # before the store opens: a study is not created for workers that cannot start
+        check_room(args.ray or "auto", s.workers, args.cpus_per_worker,
+                   "--workers" if args.workers is not None else f"{space.source}: search.workers")
     else:  # a Ray cluster places actors by its own resources
         check_local_workers(s.workers, "--workers" if args.workers is not None else f"{space.source}: search.workers")
     return s
-
-
-def _progress_line(store, study: str, max_trials: int | None, workers: int, elapsed: float,
-                   final: bool = False) -> str:
-    """Trials done/running/failed, the best so far with its values, elapsed time and an estimate of what is left."""
-    from tuner.search.trial import short_values
-    from tuner.store import best_trial, list_trials
-
-    trials = list_trials(store, study)
-    count = lambda status: sum(t.status == status for t in trials)  # noqa: E731
-    done, failed, running, pruned = count("COMPLETED"), count("FAILED"), count("RUNNING"), count("PRUNED")
-    line = f"[{study}] {done + pruned}/{max_trials or '?'} done, {running} running, {failed} failed" + \
-        (f", {pruned} pruned" if pruned else "")
-    best = best_trial(store, study)
-    if best is not None:
-        line += f" | best {best.objective:.4f} (trial {best.number}: {short_values(best.params)})"
-    if not final:
-        durations = [t.duration for t in trials if t.duration]
-        left = max(0, (max_trials or 0) - done - pruned - failed)
-        line += f" | {_duration(elapsed)} elapsed"
-        if durations and left:
-            line += f", ~{_duration(left * sum(durations) / len(durations) / max(workers, 1))} left"
-    return line
-
-
-def _watch(store, study: str, max_trials: int | None, workers: int, stop) -> None:
-    import time
-
-    started, last = time.monotonic(), None
-    while not stop.wait(5.0):
-        try:
-            line = _progress_line(store, study, max_trials, workers, time.monotonic() - started)
-        except Exception as exc:  # noqa: BLE001 - progress display must never stop a search
-            line = f"[{study}] progress unavailable: {exc}"
-        key = line.split(" | ")[0:2]
-        if key != last:
-            print(line, flush=True)
-            last = key
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def cmd_worker(args) -> int:
@@ -196,11 +159,12 @@ def cmd_status(args) -> int:
     import json
 
     from tuner.report.references import read_references, summary_line
+    from tuner.search.progress import duration
     from tuner.search.trial import short_values
-    from tuner.store import best_trial, get_study, list_trials
+    from tuner.store import best_trial, get_study, latest_study, list_trials
 
     store = _store(args, read_only=True)
-    study = args.study if args.study is not None else _latest_study(store)
+    study = args.study if args.study is not None else latest_study(store).name
     trials = list_trials(store, study)
     best = best_trial(store, study)
     if args.json:
@@ -210,30 +174,21 @@ def cmd_status(args) -> int:
         print(json.dumps({"study": study, "trials": rows}, indent=2, default=str))
         return 0
     s = get_study(store, study)
-    budget, pruning = s.settings.get("max_trials"), (s.settings.get("early_terminate") or {}).get("type")
+    budget, pruning = s.settings.search.max_trials, (s.settings.search.early_terminate or {}).get("type")
     print(f"study '{study}': objective {s.objective} ({s.direction}), {s.oracle} oracle"
           f"{f', early_terminate {pruning}' if pruning else ''}, {len({t.kt_trial_id for t in trials})}/{budget or '?'} trials")
     print(f"  {'#':>4}  {'status':<11} {'objective':>9}  {'time':>7}  {'worker':<10} parameters")
     for t in trials:
         mark = "*" if best is not None and t.id == best.id else " "
         objective = f"{t.objective:.4f}" if t.objective is not None else "-"
-        duration = _duration(t.duration) if t.duration else "-"
+        took = duration(t.duration) if t.duration else "-"
         detail = short_values(t.params) + (f"  [{t.error}]" if t.error else "")
-        print(f"{mark} {t.number:>4}  {t.status:<11} {objective:>9}  {duration:>7}  {(t.worker or '-'):<10} {detail}")
+        print(f"{mark} {t.number:>4}  {t.status:<11} {objective:>9}  {took:>7}  {(t.worker or '-'):<10} {detail}")
     baselines = summary_line(read_references(store, study, trials, best), s.objective, best and best.objective,
                              s.direction == "min")
     if baselines is not None:
         print(f"  {baselines}")
     return 0
-
-
-def _latest_study(store) -> str:
-    from tuner.store import StoreError, list_studies
-
-    studies = list_studies(store)
-    if not studies:
-        raise StoreError(f"{store.url}: no studies yet (start one with tuner search --space temp)")
-    return studies[-1].name
 
 
 def cmd_studies(args) -> int:
@@ -250,12 +205,10 @@ def cmd_studies(args) -> int:
 
 
 def cmd_best(args) -> int:
-    from tuner import config
+    from tuner import config, paths
     from tuner.search.trial import short_values
     from tuner.space import load_space_text
     from tuner.store import StoreError, best_trial, get_study
-
-    from tuner import paths
 
     if args.out is not None:
         paths.writable_file(args.out, "--out")  # before the store is read
@@ -270,8 +223,9 @@ def cmd_best(args) -> int:
               f"{study.objective} = {best.objective:.6g} ({study.direction}).\n"
               f"Searched values: {short_values(space.searched_values(best.params), limit=10_000)}\n"
               f"Reproduce with: tuner train --config {args.out or 'best.yaml'}")
-    text = config.dump(cfg, args.out, header=header)
+    text = config.dump(cfg, header=header)
     if args.out:
+        paths.write_out(args.out, "--out", text)
         print(f"wrote {args.out}: trial {best.number}, {study.objective} = {best.objective:.4f}")
     else:
         print(text, end="")
@@ -282,7 +236,7 @@ def cmd_report(args) -> int:
     from tuner import paths
     from tuner.report import default_path, write_report
 
-    out = paths.writable_file(args.out if args.out is not None else str(default_path(args.study)), "--out")
+    out = paths.writable_file(args.out if args.out is not None else str(default_path(args.study)), "--out")  # first
     result = write_report(_store(args, read_only=True), args.study, out)
     print(result.path)
     print(f"parameter importance over {result.trials} trials:")
@@ -302,7 +256,7 @@ def cmd_dashboard(args) -> int:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's refusals (`--workers two`) in the one-line form of every other
-        self.exit(2, f"tuner: error: {_one_line(message)} (see {self.prog} --help)\n")
+        self.exit(2, f"{error_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default runs/<config hash>)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("baselines", help="MostPopular, EASE and ALS on a config's split, without training a model")
+    p = sub.add_parser("baselines", help="MostPopular and the baselines of evaluation.baselines on a config's split, without training a model")
     p.add_argument("--config", required=True, help="training config YAML (its dataset, split and evaluation)")
     p.set_defaults(func=cmd_baselines)
 
@@ -394,14 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print("tuner: interrupted", file=sys.stderr)
         return 130
     except TunerError as exc:
-        print(f"tuner: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         return 2
-
-
-def _one_line(message: str, limit: int = 2000) -> str:
-    """The promise of every TunerError, kept even where a message quotes a user's text whole."""
-    message = " ".join(message.splitlines())
-    return message if len(message) <= limit else f"{message[:limit // 2]} … {message[-limit // 2:]}"
 
 
 if __name__ == "__main__":

@@ -11,14 +11,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tuner import config
+from tuner import config_paths, typed
 from tuner.errors import ConfigError
+from tuner.safe_yaml import quote
 
 DISTRIBUTIONS = ("categorical", "constant", "uniform", "int_uniform", "q_uniform", "log_uniform_values")
 _REQUIRED = {"categorical": ("values",), "constant": ("value",), "uniform": ("min", "max"),
              "int_uniform": ("min", "max"), "log_uniform_values": ("min", "max"), "q_uniform": ("min", "max", "q")}
 _EMPTY_LIST = "none"  # the encoding of [] (e.g. "no hidden layers")
-PATHS = config.paths()  # every searchable config path with its annotation
+PATHS = config_paths.paths()  # every searchable config path with its annotation
 
 
 def scalar_type(tp):
@@ -46,7 +47,7 @@ def decode(value, tp, where: str):
             raise ConfigError(f"{where}: {value!r} is not an encoded list such as '64-32' or '{_EMPTY_LIST}'") from None
     elif tp is bool and value in ("true", "false"):
         value = value == "true"
-    return config.coerce(value, tp, where)
+    return typed.coerce(value, tp, where)
 
 
 @dataclass(frozen=True)
@@ -96,62 +97,62 @@ def parse_param(path: str, spec, source: str, base: dict | None = None) -> Param
     """One parameter of a space; `base`: the space's raw config, whose `model.params` leaves are
     searchable paths typed by their values there."""
     key = f"parameters.{path}"
-    paths = config.paths(base)
+    paths = config_paths.paths(base)
     if path not in paths:
         close = difflib.get_close_matches(str(path), paths, n=1)
         hint = (f"did you mean '{close[0]}'?" if close else "give it a value under model.params in the space's "
                 "config: its type comes from there" if str(path).startswith("model.params.")
                 else f"allowed: {', '.join(paths)}")
         raise ConfigError(f"{source}: {key}: not a config key ({hint})")
-    config.require(path != "model.towers", source, key, "cannot be searched: a study records one towers "
+    typed.require(path != "model.towers", source, key, "cannot be searched: a study records one towers "
                    "function (search its model.params, and choose inside the function)")
-    config.require(not path.startswith("evaluation."), source, key,
+    typed.require(not path.startswith("evaluation."), source, key,
                    "evaluation settings cannot be searched (every trial must be measured the same way)")
-    config.require(isinstance(spec, dict), source, key, "expected a mapping such as {values: [...]} or "
-                   f"{{distribution: uniform, min: ..., max: ...}}, got {config.quote(spec)}")
+    typed.require(isinstance(spec, dict), source, key, "expected a mapping such as {values: [...]} or "
+                   f"{{distribution: uniform, min: ..., max: ...}}, got {quote(spec)}")
     tp = scalar_type(paths[path])
     dist = spec.get("distribution")
     if dist is None:
         ranged = "min" in spec or "max" in spec
         dist = ("categorical" if "values" in spec else "constant" if "value" in spec
                 else ("int_uniform" if tp is int else "uniform") if ranged else None)
-        config.require(dist is not None, source, key, "give values: [...], value: x, or a distribution "
+        typed.require(dist is not None, source, key, "give values: [...], value: x, or a distribution "
                        f"({', '.join(DISTRIBUTIONS)}) with min and max")
-    config.one_of(dist, DISTRIBUTIONS, source, f"{key}.distribution")
+    typed.one_of(dist, DISTRIBUTIONS, source, f"{key}.distribution")
     allowed = ("distribution", *_REQUIRED[dist], "when")
     for k in spec:
-        config.require(k in allowed, source, key, f"unknown key '{k}' for distribution {dist} "
+        typed.require(k in allowed, source, key, f"unknown key '{k}' for distribution {dist} "
                        f"(allowed: {', '.join(allowed)})")
     for k in _REQUIRED[dist]:
-        config.require(k in spec, source, key, f"distribution {dist} needs '{k}'")
+        typed.require(k in spec, source, key, f"distribution {dist} needs '{k}'")
 
     def coerce(value, tp_, where):
         if value is None:
             raise ConfigError(f"{where}: null cannot be searched; leave the key out of parameters instead")
-        return config.coerce(value, tp_, where)
+        return typed.coerce(value, tp_, where)
 
     if dist in ("categorical", "constant"):
         raw = spec["values"] if dist == "categorical" else [spec["value"]]
-        config.require(isinstance(raw, list) and bool(raw), source, f"{key}.values",
-                       f"expected a non-empty list, got {config.quote(raw)}")
+        typed.require(isinstance(raw, list) and bool(raw), source, f"{key}.values",
+                       f"expected a non-empty list, got {quote(raw)}")
         values = tuple(coerce(v, tp, f"{source}: {key}.{'values' if dist == 'categorical' else 'value'}") for v in raw)
         encoded = [encode(v) for v in values]
-        config.require(len(set(encoded)) == len(encoded), source, f"{key}.values", f"duplicate values in {config.quote(raw)}")
+        typed.require(len(set(encoded)) == len(encoded), source, f"{key}.values", f"duplicate values in {quote(raw)}")
         return Param(path, dist, values, annotation=paths[path])
 
-    config.require(tp in (int, float), source, key, f"distribution {dist} does not fit a {config.type_name(tp)} "
+    typed.require(tp in (int, float), source, key, f"distribution {dist} does not fit a {typed.type_name(tp)} "
                    "field (use values: [...])")
-    config.require(not (tp is int and dist == "uniform"), source, key, f"{path} is an int field: use int_uniform, "
+    typed.require(not (tp is int and dist == "uniform"), source, key, f"{path} is an int field: use int_uniform, "
                    "q_uniform with integer min/max/q, log_uniform_values with integer min/max, or values")
     num = int if tp is int or dist == "int_uniform" else float
     lo, hi = (coerce(spec[k], num, f"{source}: {key}.{k}") for k in ("min", "max"))
-    config.require(lo < hi, source, key, f"min {lo} must be < max {hi}")
-    config.require(dist != "log_uniform_values" or lo > 0, source, key,
+    typed.require(lo < hi, source, key, f"min {lo} must be < max {hi}")
+    typed.require(dist != "log_uniform_values" or lo > 0, source, key,
                    f"log_uniform_values needs min > 0 (got {lo}); use uniform for ranges touching 0")
     q = None
     if dist == "q_uniform":
         q = coerce(spec["q"], num, f"{source}: {key}.q")
-        config.require(q > 0 and math.isfinite(q), source, f"{key}.q", f"must be > 0 (got {q})")
+        typed.require(q > 0 and math.isfinite(q), source, f"{key}.q", f"must be > 0 (got {q})")
     return Param(path, dist, min=lo, max=hi, q=q, annotation=paths[path])
 
 

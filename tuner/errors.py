@@ -30,3 +30,11 @@ class TrainingDiverged(TunerError):
 
 class TrialLost(TunerError):
     """Another worker declared this trial lost (stale heartbeat) while it was still running."""
+
+
+def error_line(message: str, limit: int = 2000) -> str:
+    """How `tuner` prints an error: `tuner: error: ` and the message on one line, the promise of
+    every TunerError, kept even where a message quotes a user's text whole."""
+    message = " ".join(message.splitlines())
+    message = message if len(message) <= limit else f"{message[:limit // 2]} … {message[-limit // 2:]}"
+    return f"tuner: error: {message}"

@@ -205,16 +205,10 @@ def _gib(n: int) -> str:
 
 def check_space(space) -> None:
     """`check` for each searched value of a `tuner.space.Space` (both ends of a range), put into
-    the base config under the conditions that activate it: a space whose largest embedding or
-    batch cannot fit is refused before its first trial."""
+    the base config under every combination of the conditions that activate it
+    (`Space.configs_to_check`): a space whose largest embedding or batch cannot fit is refused
+    before its first trial."""
     from tuner import config
 
-    by_path = {p.path: p for p in space.parameters}
-    for p in space.parameters:
-        conditions, node = {}, p
-        while node.parent is not None:
-            conditions[node.parent] = node.parent_values[0]
-            node = by_path[node.parent]
-        for value in p.values or (p.min, p.max):
-            where = f"{space.source}: parameters.{p.path} = {config.quote(value)}"
-            check(config.from_dict(config.with_values(space.base, {**conditions, p.path: value}), where), where)
+    for where, data in space.configs_to_check():
+        check(config.from_dict(data, where), where)

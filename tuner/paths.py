@@ -4,6 +4,7 @@ say what is wrong with `--model` before TensorFlow loads.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -47,7 +48,36 @@ def writable_file(value: str, flag: str) -> Path:
     path = _path(value, flag)
     if path.is_dir():
         raise ConfigError(f"{flag}: {quote(str(path))} is a directory; give a file name")
+    if path.exists() and not path.is_file():  # a device or a pipe: never replaced by a renamed file
+        raise ConfigError(f"{flag}: {quote(str(path))} is not a regular file; give a file name")
     writable_dir(str(path.parent), flag)
+    return path
+
+
+def write_out(value: str | Path, flag: str, text: str | None = None) -> Path:
+    """Writes what a command's `flag` (`--out`) names: the file's `text`; or, with no text, tries
+    the folder a run writes into when it ends, by making it and removing what was made, so that an
+    unwritable one fails before any training and a run refused later leaves nothing behind.
+    The one writer of every `--out`: a path that cannot be written is one line naming it and the
+    reason (a ConfigError: exit 2). A file is written whole or not at all (a temporary file beside
+    it, renamed over it), and only over a regular file (`writable_file`): never over /dev/full."""
+    path = writable_dir(str(value), flag) if text is None else writable_file(str(value), flag)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if text is None:
+            made = [p for p in (path, *path.parents) if not p.exists()]  # innermost first
+            path.mkdir(parents=True, exist_ok=True)
+            for folder in made:
+                folder.rmdir()
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:  # a read-only file system, /proc, a full disk: what the checks above cannot see
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise ConfigError(f"{flag}: {quote(str(path))}: cannot write ({exc.strerror or exc}); "
+                          f"give a writable {'folder' if text is None else 'file'}") from None
     return path
 
 

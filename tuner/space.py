@@ -1,8 +1,9 @@
 """Search spaces: a training config plus `parameters:` and `search:`, in W&B sweep syntax.
 
 A space is checked completely when it is loaded, so a typo fails in a second rather than
-after an hour of trials; its search settings are checked here, once, and study creation
-takes them as one `SearchSettings`. Each parameter's distribution is `tuner.distributions`.
+after an hour of trials; its search settings are checked here, once, into one `SearchSettings`,
+which a study keeps (with what it adds) as one `StudySettings` that the store returns. Each
+parameter's distribution is `tuner.distributions`.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import operator
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from tuner import config, usercode
+from tuner import config, config_paths, safe_yaml, typed, usercode
 from tuner.distributions import Param, decode, encode, parse_param, scalar_type
 from tuner.errors import ConfigError
 
@@ -25,9 +26,10 @@ ENQUEUE_ORACLES = ("random", "bayesian", "tpe")  # hyperband and grid plan every
 WARM_START_KEYS = ("study", "storage")
 DIRECTIONS = ("max", "min")
 ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
-# search.early_terminate (W&B sweep syntax): each type's keys and their defaults. `median` follows
-# Optuna's MedianPruner: no decision before `startup_trials` trials completed (its n_startup_trials).
-EARLY_TERMINATE = {"hyperband": {"min_iter": 1, "eta": 3}, "median": {"min_iter": 1, "startup_trials": 5}}
+# settings of one `tuner search` run, not of the study it runs; the study keeps what enqueue and
+# warm_start read (StudySettings.enqueued, .warm_trials), not the files and study they name
+RUN_ONLY = ("workers", "study", "engine", "enqueue", "warm_start")
+HYPERBAND_ONLY = ("max_epochs", "factor")  # read by the Hyperband oracle alone
 
 
 @dataclass(frozen=True)
@@ -57,28 +59,31 @@ class SearchSettings:
 def search_settings(values: dict, source: str, objectives: Sequence[str] | None = None) -> SearchSettings:
     """Checked search settings from a mapping: a space's `search:` with its defaults filled in, or
     the settings of a study whose trials are not training configs (`objectives` None: any name)."""
-    s = config.build(SearchSettings, values, source, "search.")
-    config.one_of(s.oracle, ORACLES, source, "search.oracle")
-    config.one_of(s.direction, DIRECTIONS, source, "search.direction")
-    config.one_of(s.engine, ENGINES, source, "search.engine")
+    s = typed.build(SearchSettings, values, source, "search.")
+    typed.one_of(s.oracle, ORACLES, source, "search.oracle")
+    typed.one_of(s.direction, DIRECTIONS, source, "search.direction")
+    typed.one_of(s.engine, ENGINES, source, "search.engine")
     if objectives is None:
-        config.require(bool(s.objective), source, "search.objective", "must be a metric name")
+        typed.require(bool(s.objective), source, "search.objective", "must be a metric name")
     else:
-        config.one_of(s.objective, objectives, source, "search.objective")
-    config.require(s.max_trials is not None or s.oracle in ("hyperband", "grid"), source, "search.max_trials",
+        typed.one_of(s.objective, objectives, source, "search.objective")
+    typed.require(s.max_trials is not None or s.oracle in ("hyperband", "grid"), source, "search.max_trials",
                    f"required for oracle {s.oracle}")
     for key, low in (("max_trials", 1), ("workers", 1), ("retries", 0), ("factor", 2)):
-        config.require(getattr(s, key) is None or getattr(s, key) >= low, source, f"search.{key}",
+        typed.require(getattr(s, key) is None or getattr(s, key) >= low, source, f"search.{key}",
                        f"must be >= {low} (got {getattr(s, key)})")
     if s.oracle == "hyperband":
-        config.require(s.max_epochs is not None and s.max_epochs >= 1, source, "search.max_epochs",
+        typed.require(s.max_epochs is not None and s.max_epochs >= 1, source, "search.max_epochs",
                        "must be >= 1 for hyperband")
-    if s.early_terminate is not None:
-        s = dataclasses.replace(s, early_terminate=_early_terminate(s.early_terminate, s.oracle, source))
-    config.require(not s.enqueue or s.oracle in ENQUEUE_ORACLES, source, "search.enqueue",
-                   f"not for oracle {s.oracle}, which plans every trial itself (oracles: {', '.join(ENQUEUE_ORACLES)})")
-    config.require(not s.enqueue or s.max_trials is None or len(s.enqueue) <= s.max_trials, source, "search.enqueue",
-                   f"{len(s.enqueue)} configs, more than search.max_trials {s.max_trials}")
+    if s.early_terminate is not None:  # each pruner checks its own keys (imported here: it needs the store)
+        from tuner.search.pruning import checked_early_terminate
+
+        s = dataclasses.replace(s, early_terminate=checked_early_terminate(
+            s.early_terminate, s.oracle, s.objective, s.direction, f"{source}: search.early_terminate"))
+    typed.require(not s.enqueue or s.oracle in ENQUEUE_ORACLES, source, "search.enqueue",
+                  f"not for oracle {s.oracle}, which plans every trial itself (oracles: {', '.join(ENQUEUE_ORACLES)})")
+    typed.require(not s.enqueue or s.max_trials is None or len(s.enqueue) <= s.max_trials, source, "search.enqueue",
+                  f"{len(s.enqueue)} configs, more than search.max_trials {s.max_trials}")
     if s.warm_start is not None:
         _check_warm_start(s.warm_start, s.oracle, source)
     return s
@@ -86,37 +91,43 @@ def search_settings(values: dict, source: str, objectives: Sequence[str] | None 
 
 def _check_warm_start(raw: dict, oracle: str, source: str) -> None:
     key = "search.warm_start"
-    config.require(oracle == "tpe", source, key, f"only used by oracle tpe (oracle is {oracle})")
+    typed.require(oracle == "tpe", source, key, f"only used by oracle tpe (oracle is {oracle})")
     for name, value in raw.items():
-        config.require(name in WARM_START_KEYS, source, f"{key}.{name}",
-                       f"unknown key (allowed: {', '.join(WARM_START_KEYS)})")
-        config.require(isinstance(value, str) and bool(value), source, f"{key}.{name}",
-                       f"expected a non-empty string, got {config.quote(value)}")
-    config.require("study" in raw, source, f"{key}.study", "required: the name of the study to learn from")
+        typed.require(name in WARM_START_KEYS, source, f"{key}.{name}",
+                      f"unknown key (allowed: {', '.join(WARM_START_KEYS)})")
+        typed.require(isinstance(value, str) and bool(value), source, f"{key}.{name}",
+                      f"expected a non-empty string, got {safe_yaml.quote(value)}")
+    typed.require("study" in raw, source, f"{key}.study", "required: the name of the study to learn from")
 
 
-def _early_terminate(raw: dict, oracle: str, source: str) -> dict:
-    """`search.early_terminate` with its type's defaults filled in; one-line errors for bad keys."""
-    key = "search.early_terminate"
-    kind = raw.get("type")
-    config.require(kind in EARLY_TERMINATE, source, f"{key}.type",
-                   f"{config.quote(kind)} is not one of {', '.join(EARLY_TERMINATE)}")
-    config.require(not (kind == "hyperband" and oracle == "hyperband"), source, key,
-                   "type hyperband prunes within trials; oracle hyperband already runs brackets of its own: "
-                   "use one of them (or early_terminate type median)")
-    allowed = EARLY_TERMINATE[kind]
-    for name in raw:
-        if name != "type" and name not in allowed:
-            other = next((k for k, keys in EARLY_TERMINATE.items() if name in keys), None)
-            hint = f"only used by type {other}" if other else "unknown key"
-            raise ConfigError(f"{source}: {key}.{name}: {hint} (type {kind} takes: {', '.join(allowed)})")
-    out = {"type": kind, **allowed, **{k: v for k, v in raw.items() if k != "type"}}
-    for name, low in (("min_iter", 1), ("eta", 2), ("startup_trials", 0)):
-        if name in out:
-            value = out[name]
-            config.require(isinstance(value, int) and not isinstance(value, bool) and value >= low, source,
-                           f"{key}.{name}", f"must be an integer >= {low}, got {config.quote(value)}")
-    return out
+@dataclass(frozen=True)
+class StudySettings:
+    """A study's settings as the store keeps and returns them: the space's checked search
+    settings (`RUN_ONLY` aside) and what the study adds. Typed from the check to the last reader."""
+
+    search: SearchSettings
+    hyperparameters: dict = field(default_factory=dict)  # the space's keras_tuner.HyperParameters config
+    heartbeat_timeout: float = 60.0  # seconds without a beat before a running trial is declared lost
+    towers: dict | None = None  # fingerprint of the space's own towers (usercode.fingerprint)
+    initial_points: int | None = None  # bayesian, tpe: random trials first, pinned when a budget grew
+    enqueued: list[dict] = field(default_factory=list)  # search.enqueue's values, read at creation: run first
+    warm_trials: dict | None = None  # tpe: search.warm_start's {study, storage, trials}, read at creation
+
+    def stored(self) -> dict[str, Any]:
+        """The settings as one flat JSON-ready mapping (search keys beside the study's own):
+        this run's own settings and another oracle's keys left out, so neither tells studies apart."""
+        skip = RUN_ONLY + (() if self.search.oracle == "hyperband" else HYPERBAND_ONLY)
+        search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in skip}
+        return {**search, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "search"}}
+
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> StudySettings:
+        """The settings of `stored()`, trusted (checked when the study was made); a key a study
+        of an older version lacks takes its default."""
+        names = {f.name for f in fields(SearchSettings)}
+        search = SearchSettings(**{k: v for k, v in values.items() if k in names})
+        own = {f.name: values[f.name] for f in fields(cls) if f.name != "search" and f.name in values}
+        return cls(search, **own)
 
 
 @dataclass
@@ -183,10 +194,26 @@ class Space:
         updates = self._active(values)
         if "tuner/epochs" in values:
             updates["training.epochs"] = int(values["tuner/epochs"])
-        return config.with_values(self.base, updates)
+        return config_paths.with_values(self.base, updates)
 
     def config_for(self, values: dict) -> config.Config:
         return config.from_dict(self.config_dict_for(values), f"{self.source} (trial values)")
+
+    def configs_to_check(self) -> Iterator[tuple[str, dict]]:
+        """Every searched value (each listed value, both ends of a range) put into the base mapping
+        under every combination of the condition values that activate it, as (where, mapping),
+        `where` naming the parameter, the value and the conditions for an error. The one walk of
+        parameters x conditions: loading checks each against the schema (`_check_values`) and
+        `tuner.memory.check_space` against the machine, so neither can skip a case the other sees."""
+        for p in self.parameters:
+            chain = self._chain(p)
+            for combo in itertools.product(*(values for _, values in chain)):
+                given = dict(zip((name for name, _ in chain), combo))
+                conditions = "".join(f" (when {k} = {safe_yaml.quote(v)})" for k, v in given.items())
+                for value in p.values or (p.min, p.max):
+                    value = decode(value, p.field_type, f"{self.source}: parameters.{p.path}")
+                    yield (f"{self.source}: parameters.{p.path} = {safe_yaml.quote(value)}{conditions}",
+                           config_paths.with_values(self.base, {**given, p.path: value}))
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -210,16 +237,16 @@ def load_space(path_or_name: str) -> Space:
             raise ConfigError(f"{path_or_name}: {kind}, and not a built-in space "
                               f"(built-in: {', '.join(builtin_names())})")
         with resources.as_file(_BUILTIN / f"{stem}.yaml") as found:
-            return _parse(*usercode.anchor_file(config.read_yaml(found), found.read_text(), found), found.stem,
+            return _parse(*usercode.anchor_file(safe_yaml.read(found), found.read_text(), found), found.stem,
                           str(found))
     # a relative model.towers file is relative to the space file: anchored, in the text a study stores too
-    return _parse(*usercode.anchor_file(config.read_yaml(path), path.read_text(), path), path.stem, str(path))
+    return _parse(*usercode.anchor_file(safe_yaml.read(path), path.read_text(), path), path.stem, str(path))
 
 
 def load_space_text(text: str, name: str) -> Space:
     """A space from YAML text: the copy a study keeps in its store, so a worker joining from
     another machine needs no file. `name` stands in for the file name in errors."""
-    data = config.parse_yaml(text, f"{name}: the stored space")
+    data = safe_yaml.parse(text, f"{name}: the stored space")
     return _parse(data, text, Path(name).stem, name)
 
 
@@ -243,7 +270,7 @@ def _parse(data, text: str, stem: str, source: str) -> Space:
     params = _resolve_conditions(params, raw_params, source)
     search = _parse_search(data.get("search"), cfg, params, stem, source)
     space = Space(stem, source, text, base, params, search)
-    _check_values(space, source)
+    _check_values(space)
     return space
 
 def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> list[Param]:
@@ -254,8 +281,8 @@ def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> lis
         if when is None:
             continue
         key = f"parameters.{path}.when"
-        config.require(isinstance(when, dict) and len(when) == 1, source, key,
-                       f"expected one parameter and its value(s), e.g. {{negatives.strategy: mns}}, got {config.quote(when)}")
+        typed.require(isinstance(when, dict) and len(when) == 1, source, key,
+                       f"expected one parameter and its value(s), e.g. {{negatives.strategy: mns}}, got {safe_yaml.quote(when)}")
         ((parent, allowed),) = when.items()
         if parent not in categorical or parent == path:
             kind = "categorical parameter (values: [...])" if parent in params and parent != path else "parameter"
@@ -265,11 +292,11 @@ def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> lis
         allowed = allowed if isinstance(allowed, list) else [allowed]
         parent_values = []
         for v in allowed:
-            v = config.coerce(v, scalar_type(params[parent].field_type), f"{source}: {key}.{parent}")
-            config.require(encode(v) in [encode(c) for c in choices], source, f"{key}.{parent}",
+            v = typed.coerce(v, scalar_type(params[parent].field_type), f"{source}: {key}.{parent}")
+            typed.require(encode(v) in [encode(c) for c in choices], source, f"{key}.{parent}",
                            f"{v!r} is not one of its values ({', '.join(repr(c) for c in choices)})")
             parent_values.append(v)
-        config.require(bool(parent_values), source, f"{key}.{parent}", "give at least one value")
+        typed.require(bool(parent_values), source, f"{key}.{parent}", "give at least one value")
         params[path] = dataclasses.replace(p, parent=parent, parent_values=tuple(parent_values))
 
     ordered: dict[str, Param] = {}
@@ -291,7 +318,7 @@ def _resolve_conditions(params: dict[str, Param], raw: dict, source: str) -> lis
 def _parse_search(raw, cfg: config.Config, params: list[Param], stem: str, source: str) -> SearchSettings:
     """The space's `search:`: defaults from its config, objectives among the metrics it evaluates."""
     raw = {} if raw is None else raw
-    config.require(isinstance(raw, dict), source, "search", f"expected a mapping, got {config.quote(raw)}")
+    typed.require(isinstance(raw, dict), source, "search", f"expected a mapping, got {safe_yaml.quote(raw)}")
     defaults = {"seed": cfg.seed, "max_epochs": cfg.training.epochs, "study": stem}
     objectives = [f"val_{m}@{k}" for m in config.METRICS for k in cfg.evaluation.ks]
     s = search_settings({**defaults, **raw}, source, objectives)
@@ -300,27 +327,19 @@ def _parse_search(raw, cfg: config.Config, params: list[Param], stem: str, sourc
 
         check_study_name(s.study, f"{source}: search.study")
     if s.oracle != "hyperband":
-        for key in ("max_epochs", "factor"):
-            config.require(key not in raw, source, f"search.{key}",
+        for key in HYPERBAND_ONLY:
+            typed.require(key not in raw, source, f"search.{key}",
                             f"only used by oracle hyperband (oracle is {s.oracle}); training.epochs sets the epochs")
     else:
-        config.require(all(p.path != "training.epochs" for p in params), source, "parameters.training.epochs",
+        typed.require(all(p.path != "training.epochs" for p in params), source, "parameters.training.epochs",
                         "hyperband sets the epochs itself (search.max_epochs); remove it from parameters")
     return s
 
 
-def _check_values(space: Space, source: str) -> None:
-    """Puts every listed value and range end into the base config, under its `when` conditions,
-    so that values the config rejects (temperature 0, an unknown optimizer, a CBNS bank smaller
-    than the batch) fail now rather than as failed trials."""
-    for p in space.parameters:
-        candidates = list(p.values) if p.values else [p.min, p.max]
-        chain = space._chain(p)
-        for combo in itertools.product(*(values for _, values in chain)):
-            given = dict(zip((name for name, _ in chain), combo))
-            for value in candidates:
-                value = decode(value, p.field_type, f"{source}: parameters.{p.path}")
-                cond = "".join(f" (when {k} = {v!r})" for k, v in given.items())
-                config.from_dict(config.with_values(space.base, {**given, p.path: value}),
-                                 f"{source}: parameters.{p.path} = {value!r}{cond}")
+def _check_values(space: Space) -> None:
+    """Every listed value and range end in the base config, under its `when` conditions, so that
+    values the config rejects (temperature 0, an unknown optimizer, a CBNS bank smaller than the
+    batch) fail now rather than as failed trials."""
+    for where, data in space.configs_to_check():
+        config.from_dict(data, where)
 

@@ -24,8 +24,10 @@ from tuner.data.pipeline import train_dataset
 from tuner.data.types import Dataset, Split
 from tuner.errors import TrainingDiverged
 from tuner.baselines import baselines_for, columns as baseline_columns, describe as describe_baselines
-from tuner.evaluate import evaluate, format_table, most_popular, sample_users, with_cold_users
+from tuner.evaluate import evaluate, format_table, most_popular
+from tuner.heldout import sample_users, with_cold_users
 from tuner.model import TwoTowerModel, build_model
+from tuner.model.optimizers import build_optimizer
 
 EpochHook = Callable[[int, dict], "bool | None"]  # returns True to stop after this epoch (pruning)
 
@@ -76,19 +78,8 @@ class SplitKeeper:
 
 
 def make_optimizer(cfg: Config) -> tf.keras.optimizers.Optimizer:
-    kinds = {
-        "adagrad": tf.keras.optimizers.Adagrad,
-        "adam": tf.keras.optimizers.Adam,
-        "sgd": tf.keras.optimizers.SGD,
-        "rmsprop": tf.keras.optimizers.RMSprop,
-    }
     t = cfg.training
-    if t.weight_decay > 0:
-        # Decoupled weight decay (Loshchilov & Hutter): every tf-keras optimizer applies
-        # w ← w − learning_rate·weight_decay·w before its gradient update; Adam with it is AdamW.
-        kinds["adam"] = tf.keras.optimizers.AdamW
-        return kinds[t.optimizer](learning_rate=t.learning_rate, weight_decay=t.weight_decay)
-    return kinds[t.optimizer](learning_rate=t.learning_rate)
+    return build_optimizer(t.optimizer, t.learning_rate, t.weight_decay)
 
 
 def _divergence_hint(cfg: Config) -> str:

@@ -190,19 +190,3 @@ def verify(recorded: dict | None, where: str) -> None:
         raise ConfigError(f"{where}: {TOWERS_KEY}: {spec} differs from the code the study was started with "
                           f"(sha256 {short(here['sha256'])} here, {short(recorded.get('sha256'))} in the study); "
                           "every worker must run the same towers: share the same file or install the same package")
-
-
-def check_towers_in_child(cfg) -> dict:
-    """`tuner.model.custom.check_config(cfg)` run in a fresh process: the towers built once on a tiny
-    batch of the config's dataset, before a study's first trial. The coordinator of a search stays
-    free of TensorFlow and the dataset (its workers load both); the child's ConfigError is raised here."""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:  # leaving it terminates the child
-        return pool.apply(_check_config, (cfg,))
-
-
-def _check_config(cfg) -> dict:
-    from tuner.model.custom import check_config
-
-    return check_config(cfg)

@@ -84,15 +84,15 @@ def previous_rank(scores, q, num_items, ks, memory_mb):
     import numpy as np
     import tensorflow as tf
 
-    from tuner.evaluate import _NOT_FOUND, _chunk, _metrics, _record, chunk_rows
+    from tuner.ranking import NOT_FOUND, chunk_pairs, chunk_rows, metrics_from_positions, record_positions
 
     kmax = min(max(ks), num_items)
     num_rows, chunk = len(q.user), chunk_rows(num_items, memory_mb)
-    hit_pos = np.full(len(q.item), _NOT_FOUND, np.int64)
-    relevant_pos = np.full(len(q.relevant_item), _NOT_FOUND, np.int64)
+    hit_pos = np.full(len(q.item), NOT_FOUND, np.int64)
+    relevant_pos = np.full(len(q.relevant_item), NOT_FOUND, np.int64)
     for start in range(0, num_rows, chunk):
         end = min(start + chunk, num_rows)
-        c = _chunk(q, start, end)
+        c = chunk_pairs(q, start, end)
         matrix = scores(start, end)
         target = tf.gather_nd(matrix, np.stack([c.rows, c.items - 1], axis=1)).numpy()
         x_index = np.stack([c.x_rows, c.x_items - 1], axis=1)
@@ -103,8 +103,8 @@ def previous_rank(scores, q, num_items, ks, memory_mb):
         top_items, top_values = index.numpy().astype(np.int64) + 1, values.numpy()
         top_items[np.isneginf(top_values)] = 0
         del matrix
-        _record(c, top_items, top_values, target, x_scores, kmax, hit_pos, relevant_pos)
-    return _metrics(hit_pos, relevant_pos, q.relevant_user, q.num_users, ks)
+        record_positions(c, top_items, top_values, target, x_scores, kmax, hit_pos, relevant_pos)
+    return metrics_from_positions(hit_pos, relevant_pos, q.relevant_user, q.num_users, ks)
 
 
 def scorers(model, split, sample_users=None):
@@ -113,15 +113,16 @@ def scorers(model, split, sample_users=None):
     import numpy as np
     import tensorflow as tf
 
-    from tuner.evaluate import _encode, _queries, evaluate, most_popular, sample_users as sample
+    from tuner.evaluate import encode, evaluate, most_popular
+    from tuner.heldout import queries_of, sample_users as sample
 
-    q = _queries(split, "test", KS)
+    q = queries_of(split, "test", KS)
     num_items = split.dataset.num_items
-    candidates = _encode(lambda s, e: model.candidate_tower(tf.range(s + 1, e + 1, dtype=tf.int32), training=False),
+    candidates = encode(lambda s, e: model.candidate_tower(tf.range(s + 1, e + 1, dtype=tf.int32), training=False),
                          num_items)
 
     def previous_model(memory_mb):
-        query_emb = _encode(lambda s, e: model.query_tower({"user": tf.constant(q.user[s:e], tf.int32)},
+        query_emb = encode(lambda s, e: model.query_tower({"user": tf.constant(q.user[s:e], tf.int32)},
                                                            training=False), len(q.user))
         return previous_rank(lambda s, e: tf.matmul(query_emb[s:e], candidates, transpose_b=True),
                              q, num_items, KS, memory_mb)

@@ -119,7 +119,7 @@ def evaluation_split(split, corpus: str):
     MovieLens keeps every user. Training data is untouched."""
     if corpus == "movielens":
         return split
-    from tuner.evaluate import only_users, sample_users
+    from tuner.heldout import only_users, sample_users
 
     for part in ("val", "test"):
         split = only_users(split, part, sample_users(split, part, EVAL_USERS, 42))

@@ -88,7 +88,8 @@ def key(run: dict) -> str:
 def train_all(epochs: int, seeds: list[int], path: Path) -> dict:
     import tensorflow as tf
     from tuner.config import from_dict
-    from tuner.train import SplitKeeper, TrainingDiverged, build_model_for, run
+    from tuner.errors import TrainingDiverged
+    from tuner.train import SplitKeeper, build_model_for, run
 
     doc = json.loads(path.read_text()) if path.exists() else {}
     if doc.get("epochs") != epochs:

@@ -1,25 +1,34 @@
-"""EASE and ALS beside MostPopular: the strongest simple recommenders, on the model's protocol.
+"""The strongest simple recommenders, beside MostPopular, on the model's protocol.
 
-Each is fitted on the training part (the model's data), its hyperparameter is chosen from a
-small grid by the validation metric the model monitors, and the chosen fit is scored on test.
-Scores go through `tuner.evaluate`'s ranking, the one the model and MostPopular use. Users with
-no training interaction get MostPopular's scores, as a deployed recommender would serve them.
-Results are computed once per split and cached on disk (`cache.py`), not once per trial.
+EASE and ALS (item-item and factor models), and the peers each time protocol's specialists try
+first: popularity over the recent part of training, and item-to-item transitions from the user's
+latest items. Each is fitted on the training part (the model's data), its settings are chosen from
+a small grid by the validation metric the model monitors, and the chosen fit is scored on test.
+Scores go through `tuner.ranking`, the ranking the model and MostPopular go through; each
+module's docstring says what users without training interactions get. Results are computed once
+per split and cached on disk (`cache.py`), not once per trial.
 """
 from __future__ import annotations
 
 import time
+from typing import Callable, Union
 
 import numpy as np
-import scipy.sparse as sp
 
-from tuner.baselines import als, ease
+from tuner import ranking
+from tuner.baselines import als, ease, recent_popularity, transitions
 from tuner.baselines.cache import cached, split_fingerprint
+from tuner.baselines.history import user_items  # noqa: F401  (the training matrix, for callers)
 from tuner.data.movielens import cache_dir
 from tuner.data.types import Split
+from tuner.heldout import queries_of, with_cold_users
 
-FAMILIES = {"ease": ease, "als": als}  # each module: NAME, GRID, DEFAULT, skip_reason, Model
+# each module: NAME, GRID, DEFAULT, skip_reason, Model(split, seed).fit(params) -> a Scorer
+FAMILIES = {"ease": ease, "als": als, "recent_popularity": recent_popularity, "transitions": transitions}
 VERSION = 1  # part of the cache key: raise it when what a baseline computes changes
+# A fitted baseline's scores: one [num_items] row every user shares, or `scores(users, part)` ->
+# [len(users), num_items] for those users when `part` ("val", "test") is ranked.
+Scorer = Union[np.ndarray, Callable[[np.ndarray, str], np.ndarray]]
 
 
 def baselines_for(cfg, split: Split, log=None) -> dict:
@@ -45,13 +54,11 @@ def tune(module, split: Split, ks: list[int], monitor: str, seed: int, memory_mb
          log=None) -> dict:
     """Fits every grid point, keeps the val-best (the first on ties) and scores it on val and test.
     Without a val part there is nothing to choose on: the module's DEFAULT setting is fitted alone."""
-    from tuner.evaluate import with_cold_users
-
     started = time.perf_counter()
     settings = module.GRID if len(split.val) else (module.DEFAULT,)
     if log is not None:
         log(f"baseline {module.NAME}: fitting {len(settings)} setting(s) on this split (once; then cached)")
-    model = module.Model(user_items(split), seed)
+    model = module.Model(split, seed)
     grid, chosen, scorer, best = [], None, None, None
     for params in settings:
         fitted = model.fit(params)
@@ -69,37 +76,23 @@ def tune(module, split: Split, ks: list[int], monitor: str, seed: int, memory_mb
     return entry
 
 
-def user_items(split: Split) -> sp.csr_matrix:
-    """Binary [num_users + 1, num_items] training matrix: row = user index, column j = item j + 1."""
-    train = split.train
-    shape = (split.dataset.num_users + 1, split.dataset.num_items)
-    matrix = sp.csr_matrix((np.ones(len(train), np.float32), (train.user, train.item - 1)), shape=shape)
-    matrix.data[:] = 1.0  # repeated pairs count once
-    return matrix
-
-
-def score(split: Split, part: str, ks: list[int], scorer, memory_mb: float = 512) -> dict[str, float]:
-    """`scorer(users) -> [len(users), num_items]` ranked by `tuner.evaluate`; {} if the part is empty."""
-    from tuner.evaluate import _queries, _rank  # here: the package stays importable without TensorFlow
-
-    queries = _queries(split, part, ks)
+def score(split: Split, part: str, ks: list[int], scorer: Scorer, memory_mb: float = 512) -> dict[str, float]:
+    """A fitted baseline's `Scorer` ranked by `tuner.ranking` on `part`; {} if the part is empty."""
+    queries = queries_of(split, part, ks)
     if queries is None:
         return {}
     num_items = split.dataset.num_items
-    popular = split.item_counts()[1:num_items + 1].astype(np.float32)
-    cold = split.user_counts() == 0
+    if isinstance(scorer, np.ndarray):  # shared by every query: ranked as MostPopular's counts are
+        return ranking.rank(scorer, queries, num_items, ks, memory_mb, label=f"{part} (baseline)")
 
     def scores(start, end):  # called from several threads at once: nothing shared is written
-        users = queries.user[start:end]
-        matrix = np.array(scorer(users), np.float32)
-        matrix[cold[users]] = popular
-        return matrix
+        return scorer(queries.user[start:end], part)
 
-    return _rank(scores, queries, num_items, ks, memory_mb, None, f"{part} (baseline)")
+    return ranking.rank(scores, queries, num_items, ks, memory_mb, label=f"{part} (baseline)")
 
 
 def columns(baselines: dict, part: str) -> dict[str, dict[str, float]]:
-    """Table columns ("EASE", "ALS") of the baselines that ran, for `evaluate.format_table`."""
+    """Table columns ("EASE", "ALS", ...) of the baselines that ran, for `evaluate.format_table`."""
     return {FAMILIES[name].NAME: entry[part] for name, entry in baselines.items()
             if "skipped" not in entry and entry.get(part)}
 
@@ -118,4 +111,5 @@ def _describe(label: str, entry: dict) -> str:
 
 def _params(params: dict) -> str:
     names = {"lambda": "λ", "regularization": "reg", "alpha": "α"}
-    return ", ".join(f"{names.get(k, k)} {v:g}" for k, v in params.items())
+    return ", ".join(f"popularity over the last {v:.0%} of training" if k == "fraction" else f"{names.get(k, k)} {v:g}"
+                     for k, v in params.items())

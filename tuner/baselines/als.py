@@ -7,7 +7,9 @@ BLAS inside them is what its warning is about). Confidence is α on every traini
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
+
+from tuner.baselines.history import ColdUsers, user_items
+from tuner.data.types import Split
 
 NAME = "ALS"
 INSTALL = "pip install 'tuner[baselines]'"
@@ -27,10 +29,11 @@ def skip_reason(num_items: int) -> str | None:
 
 
 class Model:
-    """One `implicit` fit per setting, from the same seed; scores are user · item factors."""
+    """One `implicit` fit per setting, from the same seed; scores are user · item factors. Users
+    without training items get MostPopular's scores (their factors were never fitted)."""
 
-    def __init__(self, user_items: sp.csr_matrix, seed: int):
-        self.user_items, self.seed = user_items, seed
+    def __init__(self, split: Split, seed: int):
+        self.user_items, self.cold, self.seed = user_items(split), ColdUsers(split), seed
 
     def fit(self, params: dict):
         from implicit.cpu.als import AlternatingLeastSquares
@@ -43,4 +46,4 @@ class Model:
                                             random_state=self.seed)
             model.fit(self.user_items, show_progress=False)
         users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
-        return lambda rows: users[rows] @ items.T
+        return lambda rows, part: self.cold.serve(np.asarray(users[rows] @ items.T, np.float32), rows)

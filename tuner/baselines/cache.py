@@ -19,11 +19,12 @@ from tuner.data.types import Split
 
 
 def split_fingerprint(split: Split, **settings) -> str:
-    """sha256 of the split's (user, item) arrays, its sizes and `settings` (JSON-serialisable)."""
+    """sha256 of the split's (user, item, timestamp) arrays, its sizes and `settings` (JSON-serialisable):
+    the timestamps decide which training interactions are recent and which item follows which."""
     digest = hashlib.sha256(json.dumps([split.dataset.num_users, split.dataset.num_items, settings],
                                        sort_keys=True).encode())
     for part in (split.train, split.val, split.test):
-        for array in (part.user, part.item):
+        for array in (part.user, part.item, part.timestamp):
             digest.update(np.ascontiguousarray(array, np.int64).tobytes())
             digest.update(b"|")
     return digest.hexdigest()[:24]

@@ -7,7 +7,9 @@ twice over (20,000 items: 6.4 GB), so larger catalogues are skipped with that re
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
+
+from tuner.baselines.history import ColdUsers, user_items
+from tuner.data.types import Split
 
 NAME = "EASE"
 MAX_ITEMS = 20_000
@@ -34,12 +36,14 @@ def item_weights(gram: np.ndarray, lam: float) -> np.ndarray:
 
 
 class Model:
-    """The Gram matrix is computed once; each λ of the grid costs one inverse."""
+    """The Gram matrix is computed once; each λ of the grid costs one inverse. Users without
+    training items get MostPopular's scores (their row of X is empty)."""
 
-    def __init__(self, user_items: sp.csr_matrix, seed: int):  # seed: unused, the closed form draws nothing
-        self.user_items = user_items
-        self.gram = (user_items.T @ user_items).toarray().astype(np.float64)
+    def __init__(self, split: Split, seed: int):  # seed: unused, the closed form draws nothing
+        self.user_items, self.cold = user_items(split), ColdUsers(split)
+        self.gram = (self.user_items.T @ self.user_items).toarray().astype(np.float64)
 
     def fit(self, params: dict):
         weights = item_weights(self.gram, float(params["lambda"])).astype(np.float32)
-        return lambda users: np.asarray(self.user_items[users] @ weights, np.float32)
+        # the same scores for val and test: X holds training alone, as it did when λ was chosen
+        return lambda users, part: self.cold.serve(np.asarray(self.user_items[users] @ weights, np.float32), users)

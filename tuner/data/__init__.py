@@ -7,14 +7,14 @@ this package sees one shape whatever the source. TensorFlow is only imported by
 """
 from __future__ import annotations
 
+from tuner.config import DATASETS
 from tuner.data.split import make_split
 from tuner.data.types import Dataset, Feature, Interactions, Split
-from tuner.errors import DataError
+from tuner.errors import ConfigError
 
 
 def load_dataset(cfg, seed: int = 42) -> Dataset:
     """The dataset `cfg` (a `tuner.config.DatasetConfig`) names; `seed` drives synthetic data only."""
-    from tuner.config import DATASETS, ConfigError
     from tuner.data import files, movielens, synthetic
 
     if cfg.name == "movielens-100k":
@@ -28,4 +28,4 @@ def load_dataset(cfg, seed: int = 42) -> Dataset:
     raise ConfigError(f"dataset.name: {cfg.name!r} is not one of {', '.join(DATASETS)}")
 
 
-__all__ = ["DataError", "Dataset", "Feature", "Interactions", "Split", "load_dataset", "make_split"]
+__all__ = ["Dataset", "Feature", "Interactions", "Split", "load_dataset", "make_split"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tuner.config import SPLITS
 from tuner.data.types import Dataset, Interactions, Split
+from tuner.errors import ConfigError, DataError
 
 TRAIN, VAL, TEST = 0, 1, 2
 
@@ -65,7 +67,6 @@ def _parts(inter: Interactions, cfg) -> np.ndarray:
         sorted_part = np.where(enough & (rank_from_end == 0), TEST, np.where(enough & (rank_from_end == 1), VAL, TRAIN))
         part[order] = sorted_part
     else:
-        from tuner.config import SPLITS, ConfigError
         raise ConfigError(f"split.method: {cfg.method!r} is not one of {', '.join(SPLITS)}")
     return part
 
@@ -91,8 +92,6 @@ def check_sizes(split: Split, cfg, source: str) -> list[str]:
     how = (f"split.method {cfg.method}" if cfg.method == "leave_last_out" else
            f"split.val_fraction {cfg.val_fraction:g}, test_fraction {cfg.test_fraction:g}")
     if len(split.train) < MIN_TRAIN:
-        from tuner.errors import DataError
-
         raise DataError(f"{source}: {n:,} interaction(s) leave {len(split.train)} to train on after the split "
                         f"({how}); training needs at least {MIN_TRAIN}")
     warnings = []

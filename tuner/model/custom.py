@@ -235,7 +235,7 @@ def _describe(exc: BaseException, spec: str) -> str:
 def check_config(cfg: Config) -> dict:
     """Builds `cfg`'s towers once on its dataset's check batch (no training) and returns the code's
     fingerprint for a study to record; a failure is the one-line ConfigError of `user_towers`.
-    `tuner search` runs it in a child process before the first trial (`usercode.check_in_child`)."""
+    `tuner search` runs it in a child process before the first trial (`tuner.towers_check`)."""
     from tuner.data import load_dataset
 
     data, m = load_dataset(cfg.dataset, seed=cfg.seed), cfg.model

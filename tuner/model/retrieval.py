@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tuner.config import Config, ConfigError
+from tuner.config import Config
 from tuner.data.types import Split
+from tuner.errors import ConfigError
 from tuner.model.bank import CrossBatchBank
 from tuner.model.custom import TowersContext, user_towers
 from tuner.model.frequency import StreamingFrequencyEstimator

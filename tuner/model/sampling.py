@@ -7,6 +7,9 @@ from the uniform distribution over the corpus, so its columns come from a mixtur
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 
 
@@ -28,8 +31,14 @@ def window_counts(items: np.ndarray, num_items: int, share: float) -> np.ndarray
     popularity rises toward the end of training are favoured, those that faded pushed down.
     """
     items = np.asarray(items)
-    recent = items[len(items) - max(1, int(np.ceil(share * len(items)))):]
+    recent = items[len(items) - window_rows(share, len(items)):]
     return np.bincount(recent, minlength=num_items + 1).astype(np.int64)
+
+
+def window_rows(share: float, n: int) -> int:
+    """ceil(share · n), at least 1, counted exactly: `share` is read as the decimal it was written
+    as (0.55 is 11/20), since in floating point 0.55 · 100 is 55.000000000000007 and ceils to 56."""
+    return max(1, math.ceil(Fraction(repr(float(share))) * n))
 
 
 def mns_mixture_probability(p, num_batch, num_uniform, num_items):

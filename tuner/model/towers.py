@@ -21,6 +21,14 @@ def masked_mean(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(x * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)
 
 
+def in_vocabulary(index: tf.Tensor, rows: int) -> tf.Tensor:
+    """int32 row of each index of a table of `rows` rows: the index where 0 < index < rows, else 0,
+    the unknown row. Ids beyond the vocabulary (a stale or foreign index, an int64 past int32) then
+    read the unknown row instead of failing the lookup (CPU gathers raise on them; GPUs return zeros)."""
+    index = tf.cast(index, tf.int64)  # compared before the int32 cast, which would wrap 2**32 + i to i
+    return tf.cast(tf.where((index > 0) & (index < rows), index, 0), tf.int32)
+
+
 class FeatureEmbedding(tf.keras.layers.Layer):
     """One categorical feature of a user or item: table lookup, embedding, masked mean over the bag.
 
@@ -40,19 +48,19 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         self.embedding = tf.keras.layers.Embedding(feature.vocab_size, dim)
 
     def call(self, index: tf.Tensor) -> tf.Tensor:
-        bag = tf.gather(self.table, index)
+        bag = tf.gather(self.table, in_vocabulary(index, self.table.shape[0]))
         return masked_mean(self.embedding(bag), bag != 0)
 
 
 class OovEmbedding(tf.keras.layers.Embedding):
     """An id embedding whose row 0 is a trained out-of-vocabulary row.
 
-    Indices never seen in training (`known[i]` false), 0 (unknown) and -1 (an id a served model
-    never heard of, kept apart from history padding) all read row 0. While training, each id is
-    also replaced by row 0 with probability `id_dropout`, so that row learns an average user or
-    item: an unseen one is then scored with it plus its side features, not with a row that no
-    gradient ever reached. `known`: bool [rows], true for indices with a training interaction;
-    None means every index but 0.
+    Indices never seen in training (`known[i]` false), 0 (unknown), -1 (an id a served model
+    never heard of, kept apart from history padding) and indices beyond the table all read row 0.
+    While training, each id is also replaced by row 0 with probability `id_dropout`, so that row
+    learns an average user or item: an unseen one is then scored with it plus its side features,
+    not with a row that no gradient ever reached. `known`: bool [rows], true for indices with a
+    training interaction; None means every index but 0.
     """
 
     def __init__(self, rows: int, dim: int, known: np.ndarray | None = None, id_dropout: float = 0.0, **kwargs):
@@ -66,8 +74,8 @@ class OovEmbedding(tf.keras.layers.Embedding):
         self.id_dropout = float(id_dropout)
 
     def call(self, index: tf.Tensor, training=False) -> tf.Tensor:
-        index = tf.cast(index, tf.int32)
-        row = tf.where(tf.gather(self.known, tf.maximum(index, 0)), index, 0)
+        row = in_vocabulary(index, self.input_dim)
+        row = tf.where(tf.gather(self.known, row), row, 0)
         if training and self.id_dropout > 0:
             row = tf.where(tf.random.uniform(tf.shape(row)) < self.id_dropout, 0, row)
         return super().call(row)

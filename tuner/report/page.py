@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tuner.errors import ConfigError
+from tuner import paths
 from tuner.report.charts import MISSING_COLOR, STATUS_COLORS, curves_section, fmt
 from tuner.report.data import StudyData, is_number, metric_order, read_study
 from tuner.report.importance import Importance, parameter_importance
-from tuner.safe_yaml import quote
 from tuner.store import FAILED, INTERRUPTED, Store
 from tuner.store.studies import study_slug
 
@@ -70,13 +69,7 @@ def default_path(study: str) -> Path:
 def write_report(store: Store, study: str, out: str | Path | None = None) -> ReportResult:
     """Writes the study's standalone report page (default `default_path(study)`)."""
     page, importance, note, n = render_page(store, study)
-    path = Path(out) if out is not None else default_path(study)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page, encoding="utf-8")
-    except OSError as exc:  # checked before rendering by the CLI; what is left: full disk, races
-        raise ConfigError(f"{quote(str(path))}: cannot write the report ({exc.strerror or exc}); "
-                          "give a writable file with --out") from None
+    path = paths.write_out(out if out is not None else default_path(study), "--out", page)
     return ReportResult(path, importance, note, n)
 
 

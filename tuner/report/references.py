@@ -1,4 +1,4 @@
-"""The baselines a study's trials were measured beside (MostPopular, EASE, ALS) as reference
+"""The baselines a study's trials were measured beside (MostPopular, EASE, ALS, ...) as reference
 values: dashed lines on the learning curves, a table beside the best trial, a line under
 `tuner status`.
 
@@ -20,7 +20,8 @@ from tuner.store import COMPLETED, Store, TrialRecord, list_metrics
 
 # flat-metric prefix -> label: the labels of `tuner train`'s table (tuner.baselines.FAMILIES names them
 # too, but importing it would load SciPy into `tuner status`)
-BASELINES = {"most_popular": "MostPopular", "ease": "EASE", "als": "ALS"}
+BASELINES = {"most_popular": "MostPopular", "ease": "EASE", "als": "ALS", "recent_popularity": "RecentPopularity",
+             "transitions": "Transitions"}
 _PARTS = ("val_", "test_")
 _SAME = 1e-6  # relative, not equality: MostPopular is recomputed by every trial, on several threads
 

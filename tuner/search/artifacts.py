@@ -22,9 +22,8 @@ def artifacts_root(store: Store, given: str | None, log) -> Path:
     """The artifact root for a store: `given`, else beside a SQLite file, else ./tuner-artifacts (warned)."""
     if given:
         return Path(given)
-    url = store.engine.url
-    if url.get_backend_name() == "sqlite" and url.database:
-        return Path(url.database).with_suffix(".artifacts")
+    if store.sqlite_file is not None:
+        return Path(store.sqlite_file).with_suffix(".artifacts")
     log(f"warning: no --artifacts given: Hyperband checkpoints go to {Path('tuner-artifacts').resolve()}; "
         "workers on other machines need --artifacts naming one shared path")
     return Path("tuner-artifacts")

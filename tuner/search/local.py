@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ConfigError, TunerError, error_line
 from tuner.safe_yaml import quote
 from tuner.search.trial import load_trial_fn
 from tuner.search.worker import run_worker, sigterm_as_interrupt
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except TunerError as exc:
-        print(f"tuner: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         return 2
     return 0
 

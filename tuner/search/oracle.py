@@ -26,7 +26,7 @@ from keras_tuner.src.engine.trial import Trial  # Trial.from_state is not export
 
 from tuner.search import tpe
 from tuner.search.study import bayesian_initial_points
-from tuner.store import Study, api
+from tuner.store import LockedStudy, Study
 from tuner.store.schema import COMPLETED, FAILED, RUNNING
 
 
@@ -67,25 +67,25 @@ def new_oracle(study: Study):
     """A fresh oracle with the study's stored settings (its state is restored separately)."""
     s = study.settings
     kwargs = dict(objective=kt.Objective(study.objective, study.direction),
-                  hyperparameters=hyperparameters(s["hyperparameters"]), seed=s["seed"],
-                  max_retries_per_trial=s["retries"],
+                  hyperparameters=hyperparameters(s.hyperparameters), seed=s.search.seed,
+                  max_retries_per_trial=s.search.retries,
                   max_consecutive_failed_trials=None)  # a failing trial must not stop the study
     cls = ORACLE_CLASSES[study.oracle]
     if study.oracle == "hyperband":
-        oracle = cls(max_epochs=s["max_epochs"], factor=s["factor"], **kwargs)
-        oracle.max_trials = s["max_trials"]  # HyperbandOracle takes no max_trials, but create_trial honours it
+        oracle = cls(max_epochs=s.search.max_epochs, factor=s.search.factor, **kwargs)
+        oracle.max_trials = s.search.max_trials  # HyperbandOracle takes no max_trials, but create_trial honours it
     elif study.oracle == "bayesian":
-        points = s.get("initial_points") or bayesian_initial_points(s["max_trials"])  # pinned when a budget grew
-        oracle = cls(max_trials=s["max_trials"], num_initial_points=points, **kwargs)
+        points = s.initial_points or bayesian_initial_points(s.search.max_trials)  # pinned when a budget grew
+        oracle = cls(max_trials=s.search.max_trials, num_initial_points=points, **kwargs)
     elif study.oracle == "tpe":
-        startup = s.get("startup_trials") or tpe.startup_trials(s["max_trials"])  # pinned when a budget grew
-        warm = [tpe.PastTrial(**t) for t in (s.get("warm_trials") or {}).get("trials", [])]
-        oracle = cls(max_trials=s["max_trials"], startup=startup, warm=warm, **kwargs)
+        startup = s.initial_points or tpe.startup_trials(s.search.max_trials)  # pinned when a budget grew
+        warm = [tpe.PastTrial(**t) for t in (s.warm_trials or {}).get("trials", [])]
+        oracle = cls(max_trials=s.search.max_trials, startup=startup, warm=warm, **kwargs)
     else:
-        oracle = cls(max_trials=s["max_trials"], **kwargs)
+        oracle = cls(max_trials=s.search.max_trials, **kwargs)
     oracle.verbose = 0
-    if s.get("enqueued"):
-        oracle.enqueued = s["enqueued"]
+    if s.enqueued:
+        oracle.enqueued = s.enqueued
     return oracle
 
 
@@ -160,25 +160,25 @@ class StudyOracle:
         self.version = -1
         self.state_text: str | None = None
 
-    def restore(self, conn, row) -> None:
-        """Brings the copy up to `row` (the locked study row) and the trial rows written since."""
+    def restore(self, study: LockedStudy) -> None:
+        """Brings the copy up to the locked study and the trial rows written since."""
         since = self.version
         if self.oracle is None:
             self.oracle, since = new_oracle(self.study), None
             self.oracle.trials = {}
-        elif row.version == self.version:
+        elif study.version == self.version:
             return
-        for kt_id, text in api.kt_states(conn, self.study.id, since):
+        for kt_id, text in study.kt_states(since):
             self.oracle.trials[kt_id] = Trial.from_state(json.loads(text))
-        if row.oracle_state is not None:
-            _load_state(self.oracle, self.study.oracle, row.oracle_state)
-        self.oracle.max_trials = json.loads(row.settings)["max_trials"]  # a re-run search may have extended it
-        self.version, self.state_text = row.version, row.oracle_state
+        if study.oracle_state is not None:
+            _load_state(self.oracle, self.study.oracle, study.oracle_state)
+        self.oracle.max_trials = study.settings.search.max_trials  # a re-run search may have extended it
+        self.version, self.state_text = study.version, study.oracle_state
 
-    def save(self, conn, version: int, force: bool) -> None:
+    def save(self, study: LockedStudy, version: int, force: bool) -> None:
         text = _dump_state(self.oracle, self.study.oracle)
         if force or text != self.state_text:
-            api.save_oracle_state(conn, self.study.id, text, version)
+            study.save_oracle_state(text, version)
             self.version, self.state_text = version, text
 
     def drop(self) -> None:
@@ -190,11 +190,11 @@ class StudyOracle:
 
     # --- what the worker asks ------------------------------------------------------------
 
-    def next_trial(self, conn, tuner_id: str) -> Handout | str:
+    def next_trial(self, study: LockedStudy, tuner_id: str) -> Handout | str:
         """The next trial for `tuner_id`, or "wait" (nothing to hand out yet) or "done". TPE
         learns from the store's trials as they are now, this visit's own outcome included."""
         if self.study.oracle == "tpe":
-            self.oracle.history = tpe.past_trials(api.sampler_history(conn, self.study.id))
+            self.oracle.history = tpe.past_trials(study.sampler_history())
         trial = self.oracle.create_trial(tuner_id)
         if trial.status != RUNNING:
             return "wait" if trial.status == "IDLE" else "done"

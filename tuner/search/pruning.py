@@ -1,19 +1,32 @@
 """Pruning (`search.early_terminate`): stop a trial after an epoch when it is already losing.
 
-A pruner reads the study's per-epoch objective from the store and answers one question, "stop
-this trial at this epoch?"; `decide` asks it under the study lock and records the answer with
-the trial (a metric row named `schema.DECISION`), so every worker on every machine sees the same
-rungs and no trial is decided twice at an epoch. The rules follow Optuna's pruners
+A pruner is a small object that checks its own `early_terminate` keys in `__init__` (its
+keyword-only arguments are the keys, their defaults the defaults) and answers one question,
+"stop this trial at this epoch?", from a read-only view of the study (`EpochView`: plain
+values, not a database). `decide` asks it under the study lock and records the answer with
+the trial (a metric row named `schema.DECISION`), so every worker on every machine sees the
+same rungs and no trial is decided twice at an epoch. The rules follow Optuna's pruners
 (`optuna/pruners/_successive_halving.py`, `_median.py`).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import statistics
+from typing import Any
 
-from tuner.errors import TrialLost
-from tuner.store import Store, api
-from tuner.store.schema import COMPLETED, RUNNING
+from tuner.errors import ConfigError, TrialLost
+from tuner.safe_yaml import quote
+from tuner.store import COMPLETED, RUNNING, EpochView, Store, api
+
+KEY = "search.early_terminate"
+
+
+def _count(value, low: int, where: str, name: str) -> int:
+    """`value` if it is an integer >= `low`, else the one-line error naming `where`.`name`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{where}.{name}: must be an integer >= {low}, got {quote(value)}")
+    return value
 
 
 class HyperbandPruner:
@@ -22,8 +35,9 @@ class HyperbandPruner:
     trials decided at that rung so far, itself included. While fewer than eta trials reached the
     rung, it must be the best of them (Optuna's rule: nothing can be resumed later)."""
 
-    def __init__(self, objective: str, direction: str, min_iter: int = 1, eta: int = 3):
-        self.objective, self.maximize, self.min_iter, self.eta = objective, direction == "max", min_iter, eta
+    def __init__(self, objective: str, direction: str, *, min_iter: int = 1, eta: int = 3, where: str = KEY):
+        self.objective, self.maximize = objective, direction == "max"
+        self.min_iter, self.eta = _count(min_iter, 1, where, "min_iter"), _count(eta, 2, where, "eta")
 
     def is_rung(self, epoch: int) -> bool:
         rung = self.min_iter
@@ -31,13 +45,12 @@ class HyperbandPruner:
             rung *= self.eta
         return rung == epoch
 
-    def should_stop(self, conn, study_id: int, trial_id: int, epoch: int, value: float) -> bool | None:
-        if not self.is_rung(epoch):
-            return None
-        if math.isnan(value):
+    decides_at = is_rung
+
+    def should_stop(self, view: EpochView) -> bool | None:
+        if math.isnan(view.value):
             return True
-        competing = api.values_at(conn, study_id, self.objective, epoch, decided=True, exclude=trial_id) + [value]
-        return not promotable(value, competing, self.eta, self.maximize)
+        return not promotable(view.value, [*view.decided, view.value], self.eta, self.maximize)
 
 
 def promotable(value: float, competing: list[float], eta: int, maximize: bool) -> bool:
@@ -49,51 +62,82 @@ def promotable(value: float, competing: list[float], eta: int, maximize: bool) -
 
 
 class MedianPruner:
-    """Optuna's MedianPruner: from epoch `min_iter` on, once `startup_trials` trials completed,
-    stop a trial whose best value so far is worse than the median of the completed trials'
-    values at the same epoch."""
+    """Optuna's MedianPruner: from epoch `min_iter` on, once `startup_trials` trials completed
+    (its n_startup_trials), stop a trial whose best value so far is worse than the median of the
+    completed trials' values at the same epoch."""
 
-    def __init__(self, objective: str, direction: str, min_iter: int = 1, startup_trials: int = 5):
+    def __init__(self, objective: str, direction: str, *, min_iter: int = 1, startup_trials: int = 5,
+                 where: str = KEY):
         self.objective, self.maximize = objective, direction == "max"
-        self.min_iter, self.startup_trials = min_iter, startup_trials
+        self.min_iter = _count(min_iter, 1, where, "min_iter")
+        self.startup_trials = _count(startup_trials, 0, where, "startup_trials")
 
-    def should_stop(self, conn, study_id: int, trial_id: int, epoch: int, value: float) -> bool | None:
-        if epoch < self.min_iter or api.count_status(conn, study_id, COMPLETED) < max(self.startup_trials, 1):
+    def decides_at(self, epoch: int) -> bool:
+        return epoch >= self.min_iter
+
+    def should_stop(self, view: EpochView) -> bool | None:
+        if view.counts.get(COMPLETED, 0) < max(self.startup_trials, 1):
             return None
-        if math.isnan(value):
+        if math.isnan(view.value):
             return True
-        earlier = api.values_at(conn, study_id, self.objective, epoch, status=COMPLETED)
-        if not earlier:
+        if not view.completed:
             return None
-        seen = [v for e, v in api.curve(conn, trial_id, self.objective).items() if e <= epoch and not math.isnan(v)]
-        best = (max if self.maximize else min)(seen + [value])
-        median = statistics.median(earlier)
+        best = (max if self.maximize else min)([v for v in view.curve if not math.isnan(v)] + [view.value])
+        median = statistics.median(view.completed)
         return best < median if self.maximize else best > median
 
 
 PRUNERS = {"hyperband": HyperbandPruner, "median": MedianPruner}
 
 
+def options(kind: str) -> dict[str, Any]:
+    """The `early_terminate` keys of pruner `kind` with their defaults: its keyword-only arguments."""
+    parameters = inspect.signature(PRUNERS[kind]).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind == p.KEYWORD_ONLY and p.name != "where"}
+
+
+def checked_early_terminate(raw: dict, oracle: str, objective: str, direction: str, where: str = KEY) -> dict:
+    """`search.early_terminate` with its type's defaults filled in, checked by building its
+    pruner; one-line errors naming `where` (the file and key) for bad keys and values."""
+    kind = raw.get("type")
+    if kind not in PRUNERS:
+        raise ConfigError(f"{where}.type: {quote(kind)} is not one of {', '.join(PRUNERS)}")
+    if kind == "hyperband" and oracle == "hyperband":
+        raise ConfigError(f"{where}: type hyperband prunes within trials; oracle hyperband already runs brackets "
+                          "of its own: use one of them (or early_terminate type median)")
+    allowed = options(kind)
+    for name in raw:
+        if name != "type" and name not in allowed:
+            other = next((k for k in PRUNERS if name in options(k)), None)
+            hint = f"only used by type {other}" if other else "unknown key"
+            raise ConfigError(f"{where}.{name}: {hint} (type {kind} takes: {', '.join(allowed)})")
+    chosen = {**allowed, **{k: v for k, v in raw.items() if k != "type"}}
+    PRUNERS[kind](objective, direction, where=where, **chosen)
+    return {"type": kind, **chosen}
+
+
 def pruner_for(early_terminate: dict | None, objective: str, direction: str):
     """The pruner a study's checked `search.early_terminate` asks for; None without one."""
     if not early_terminate:
         return None
-    options = {k: v for k, v in early_terminate.items() if k != "type"}
-    return PRUNERS[early_terminate["type"]](objective, direction, **options)
+    chosen = {k: v for k, v in early_terminate.items() if k != "type"}
+    return PRUNERS[early_terminate["type"]](objective, direction, **chosen)
 
 
 def decide(store: Store, pruner, study_id: int, trial_id: int, epoch: int, value: float) -> bool:
     """Whether trial `trial_id` stops after `epoch` (its objective there: `value`). Asked under
     the study lock and recorded, so decisions are taken one at a time across workers and a
     decision once recorded is the answer ever after."""
-    with api.study_lock(store, study_id, trial_id) as (conn, row):
-        if row.trial_status != RUNNING:
-            raise TrialLost(f"trial row {trial_id} is {row.trial_status}: another worker declared it lost")
-        recorded = api.decision(conn, trial_id, epoch)
+    if not pruner.decides_at(epoch):
+        return False
+    with api.study_lock(store, study_id, trial_id) as study:
+        if study.trial_status != RUNNING:
+            raise TrialLost(f"trial row {trial_id} is {study.trial_status}: another worker declared it lost")
+        recorded = study.decision(trial_id, epoch)
         if recorded is not None:
             return not recorded
-        stop = pruner.should_stop(conn, study_id, trial_id, epoch, value)
+        stop = pruner.should_stop(study.epoch_view(trial_id, pruner.objective, epoch, value))
         if stop is None:
             return False
-        api.record_decision(conn, trial_id, epoch, go_on=not stop)
+        study.record_decision(trial_id, epoch, go_on=not stop)
         return stop

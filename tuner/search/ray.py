@@ -38,16 +38,19 @@ def run_ray_workers(address: str, store_url: str, study: str, workers: int, *, c
     """Runs `workers` worker actors on the Ray cluster at `address` ("auto": the cluster this
     machine belongs to) until the study has no trials left; their exit codes (0 done, 1 lost
     for good, 2 error, 130 interrupted). Ctrl-C interrupts every actor's running trial (it is
-    marked INTERRUPTED and re-queued), then re-raises KeyboardInterrupt."""
+    marked INTERRUPTED and re-queued), then re-raises KeyboardInterrupt. Connects unless
+    `check_room` has (it is called before the study is created)."""
     if cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker: {cpus_per_worker} must be > 0")
     from tuner.search.worker import sigterm_as_interrupt
 
     ray = _import_ray()
-    _connect(ray, address)
+    if not ray.is_initialized():
+        _connect(ray, address)
     try:
         nodes = [node for node in ray.nodes() if node["Alive"]]
         _check_store(store_url, address, len(nodes))
+        _check_workers(nodes, workers, cpus_per_worker, address, "--workers")
         resources = _resources(ray.cluster_resources(), workers, cpus_per_worker, len(nodes), log)
         actor_class = ray.remote(concurrency_groups={"control": 1})(RayWorker)
         actors = [actor_class.options(max_restarts=MAX_RESTARTS, scheduling_strategy="SPREAD", **resources)
@@ -56,6 +59,46 @@ def run_ray_workers(address: str, store_url: str, study: str, workers: int, *, c
             return _Supervisor(ray, actors, log).run()
     finally:
         ray.shutdown()  # actors owned by this driver go with it
+
+
+def check_room(address: str, workers: int, cpus_per_worker: float, key: str = "--workers") -> None:
+    """ConfigError unless the cluster at `address` can run `workers` actors at once; stays connected
+    for `run_ray_workers`. Called before a study is created, so a refused search records nothing."""
+    ray = _import_ray()
+    _connect(ray, address)
+    try:
+        _check_workers([node for node in ray.nodes() if node["Alive"]], workers, cpus_per_worker, address, key)
+    except ConfigError:
+        ray.shutdown()
+        raise
+
+
+def room_for(nodes: list[dict], cpus_per_worker: float) -> int:
+    """Actors that fit at once: per node, one per GPU when the cluster has GPUs (each still takes
+    `cpus_per_worker` CPUs), else one per `cpus_per_worker` CPUs. Counted node by node, as Ray places
+    an actor on one node: two 1-CPU nodes have no room for a 2-CPU worker."""
+    with_gpus = any(node["Resources"].get("GPU", 0) >= 1 for node in nodes)
+    room = 0
+    for node in nodes:
+        by_cpu = int(node["Resources"].get("CPU", 0) // cpus_per_worker)
+        room += min(int(node["Resources"].get("GPU", 0)), by_cpu) if with_gpus else by_cpu
+    return room
+
+
+def _check_workers(nodes: list[dict], workers: int, cpus_per_worker: float, address: str, key: str) -> None:
+    """More actors than the cluster can place would wait for room that only a finished study frees
+    (a worker runs until the study is done), and one that fits no node waits forever."""
+    room = room_for(nodes, cpus_per_worker)
+    if workers <= room:
+        return
+    total = {kind: sum(node["Resources"].get(kind, 0) for node in nodes) for kind in ("CPU", "GPU")}
+    each = "1 GPU" if total["GPU"] >= 1 else f"{cpus_per_worker:g} CPU"
+    fix = f"set it to {room} or fewer" if room else "no node can hold one"
+    if not total["GPU"] >= 1:
+        fix += " or lower --cpus-per-worker" if room else "; lower --cpus-per-worker"
+    raise ConfigError(f"{key}: {workers} worker(s) of {each} each do not fit the Ray cluster at {address} "
+                      f"({len(nodes)} node(s), {total['CPU']:g} CPUs, {total['GPU']:g} GPUs: room for {room} at once); "
+                      f"{fix}")
 
 
 def require_ray() -> None:
@@ -113,10 +156,8 @@ def _check_store(store_url: str, address: str, nodes: int) -> None:
 def _resources(cluster: dict, workers: int, cpus_per_worker: float, nodes: int, log) -> dict:
     """One GPU per actor when the cluster has any, else `cpus_per_worker` CPUs."""
     gpus, cpus = int(cluster.get("GPU", 0)), cluster.get("CPU", 0)
-    room = gpus if gpus else int(cpus // cpus_per_worker)
     each = "1 GPU" if gpus else f"{cpus_per_worker:g} CPU"
-    log(f"ray: {nodes} node(s), {cpus:g} CPUs, {gpus} GPUs; {workers} worker(s) of {each} each"
-        + (f"; room for {room} at once, the others wait for a free {each}" if workers > room else ""))
+    log(f"ray: {nodes} node(s), {cpus:g} CPUs, {gpus} GPUs; {workers} worker(s) of {each} each")
     return {"num_gpus": 1, "num_cpus": cpus_per_worker} if gpus else {"num_cpus": cpus_per_worker}
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 
-from tuner import config, usercode
+from tuner import config, towers_check, typed, usercode
 from tuner.errors import ConfigError
-from tuner.space import ENQUEUE_ORACLES, SearchSettings, Space
+from tuner.space import ENQUEUE_ORACLES, SearchSettings, Space, StudySettings
 from tuner.store import Store, Study, api, create_or_get_study, list_studies
 
 
@@ -27,9 +27,9 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
     resuming it with other code is refused, as workers with other code refuse to join."""
     cfg, towers = config.from_dict(space.base, space.source), None
     if cfg.model.towers is not None:
-        towers = usercode.check_towers_in_child(cfg)
+        towers = towers_check.in_child(cfg)
         for existing in (s for s in list_studies(store) if s.name == name):
-            usercode.verify(existing.settings.get("towers"), f"study '{name}'")
+            usercode.verify(existing.settings.towers, f"study '{name}'")
     search, hyperparameters = search or space.search, space.hyperparameters()
     enqueue = None
     if search.enqueue:
@@ -69,43 +69,33 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
         if missing:
             raise ConfigError(f"{where}: search.oracle: bayesian needs {' and '.join(missing)} "
                               "(pip install scikit-learn scipy), or use random, hyperband or grid")
-    settings = {"max_trials": search.max_trials, "seed": search.seed, "retries": search.retries,
-                "heartbeat_timeout": heartbeat_timeout, "hyperparameters": hyperparameters.get_config()}
-    if search.oracle == "hyperband":
-        settings.update(max_epochs=search.max_epochs, factor=search.factor)
-    if search.early_terminate is not None:
-        settings["early_terminate"] = search.early_terminate
-    if towers is not None:
-        settings["towers"] = towers
+    warm_trials = None
     if search.oracle == "tpe":
         from tuner.search import tpe, warmstart  # Optuna; keras_tuner is loaded already (hyperparameters)
 
         tpe.distributions(hyperparameters)  # a hyperparameter TPE cannot sample: refused before the study exists
         if search.warm_start is not None:
-            settings["warm_trials"] = warmstart.warm_start(store, search.warm_start, hyperparameters,
-                                                          search.objective, search.direction, name)
+            warm_trials = warmstart.warm_start(store, search.warm_start, hyperparameters, search.objective,
+                                               search.direction, name)
     if search.enqueue and enqueue is None:
         raise ConfigError(f"{where}: search.enqueue: config files are read at a space's parameter paths, "
                           "and this study has no space (give the values as `enqueue`)")
     if enqueue:
-        config.one_of(search.oracle, ENQUEUE_ORACLES, where, "search.oracle (with search.enqueue)")
-        settings["enqueued"] = enqueue
-    study, created = create_or_get_study(store, name=name, space=text, objective=search.objective,
-                                         direction=search.direction, oracle=search.oracle, settings=settings,
-                                         resizable=("max_trials", "initial_points", "startup_trials"))
-    wanted, stored = search.max_trials, study.settings.get("max_trials")
+        typed.one_of(search.oracle, ENQUEUE_ORACLES, where, "search.oracle (with search.enqueue)")
+    settings = StudySettings(search, hyperparameters=hyperparameters.get_config(), heartbeat_timeout=heartbeat_timeout,
+                             towers=towers, enqueued=enqueue or [], warm_trials=warm_trials)
+    study, created = create_or_get_study(store, name=name, space=text, settings=settings,
+                                         resizable=("max_trials", "initial_points"))
+    wanted, stored = search.max_trials, study.settings.search.max_trials
     if created or wanted is None or wanted == stored or (budget == "extend" and stored is not None and wanted < stored):
         return study
     # the random start of bayesian and tpe stays the one computed from the first budget
-    pin = {}
+    points = None
     if stored and search.oracle == "bayesian":
-        pin = {"initial_points": bayesian_initial_points(stored)}
+        points = bayesian_initial_points(stored)
     elif stored and search.oracle == "tpe":
-        from tuner.search.tpe import startup_trials
-
-        pin = {"startup_trials": startup_trials(stored)}
-    new_settings = api.resize_budget(store, study.id, wanted, pin=pin)
-    return dataclasses.replace(study, settings=new_settings)
+        points = tpe.startup_trials(stored)
+    return dataclasses.replace(study, settings=api.resize_budget(store, study.id, wanted, initial_points=points))
 
 
 def bayesian_initial_points(max_trials: int) -> int:

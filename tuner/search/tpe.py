@@ -57,7 +57,7 @@ class PastTrial:
 
 
 def past_trials(rows: Iterable[tuple[dict, str, float | None, int | None]]) -> list[PastTrial]:
-    """The sampler's history from the store's rows (`api.sampler_history`): Keras Tuner's own
+    """The sampler's history from the store's rows (`LockedStudy.sampler_history`): Keras Tuner's own
     `tuner/...` keys left out, failed and interrupted trials skipped (they measured nothing). A
     pruned trial whose last value was NaN keeps None: Optuna ranks it last, and a study's settings
     (which keep warm-start trials) stay equal to themselves."""

@@ -45,6 +45,9 @@ class TrialContext:
     pruned_at: int | None = field(default=None, compare=False)  # the epoch after which the pruner stopped it
     last_value: float | None = field(default=None, compare=False)  # the objective of the last reported epoch
 
+    def __post_init__(self):
+        self.pruner = pruner_for(self.early_terminate, self.objective, self.direction)  # once per trial
+
     @property
     def epochs(self) -> int | None:
         """Hyperband's budget: train until this many epochs are done (None: the config's own)."""
@@ -75,11 +78,10 @@ class TrialContext:
         if self.objective not in metrics:
             return False
         self.last_value = float(metrics[self.objective])
-        pruner = pruner_for(self.early_terminate, self.objective, self.direction)
-        if pruner is None:
+        if self.pruner is None:
             return False
         try:
-            stop = decide(self.store(), pruner, self.study_id, self.trial_id, epoch, self.last_value)
+            stop = decide(self.store(), self.pruner, self.study_id, self.trial_id, epoch, self.last_value)
         except TrialLost:
             self._lost = True
             raise

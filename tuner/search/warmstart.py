@@ -15,13 +15,12 @@ import operator
 from pathlib import Path
 from typing import Sequence
 
-from tuner import config
+from tuner import config, safe_yaml
 from tuner.distributions import encode
 from tuner.errors import ConfigError
 from tuner.search import tpe
 from tuner.space import Space
-from tuner.store import RUNNING, Store, api, get_study, open_store
-from tuner.store.schema import COMPLETED, PRUNED
+from tuner.store import COMPLETED, PRUNED, RUNNING, Store, get_study, open_store, sampler_history
 
 
 def enqueued_values(space: Space, files: Sequence[str], hyperparameters) -> list[dict]:
@@ -32,7 +31,7 @@ def enqueued_values(space: Space, files: Sequence[str], hyperparameters) -> list
 
 
 def _values_of(space: Space, path: str, hyperparameters) -> dict:
-    data = config.read_yaml(path)  # missing or unreadable: a one-line error naming the file
+    data = safe_yaml.read(path)  # missing or unreadable: a one-line error naming the file
     if isinstance(data, dict) and "parameters" in data:
         raise ConfigError(f"{path}: a search space, not a training config (search.enqueue takes configs, "
                           "e.g. one written by tuner best)")
@@ -69,9 +68,8 @@ def warm_start(store: Store, settings: dict, hyperparameters, objective: str, di
         if (other.objective, other.direction) != (objective, direction):
             raise ConfigError(f"{where}: study '{name}' in {source.url} measures {other.objective} "
                               f"({other.direction}), this study {objective} ({direction})")
-        _same_parameters(other.settings["hyperparameters"], hyperparameters, f"{where}: study '{name}'")
-        with source.read() as conn:
-            past = [p for p in tpe.past_trials(api.sampler_history(conn, other.id)) if p.status in (COMPLETED, PRUNED)]
+        _same_parameters(other.settings.hyperparameters, hyperparameters, f"{where}: study '{name}'")
+        past = [p for p in tpe.past_trials(sampler_history(source, name)) if p.status in (COMPLETED, PRUNED)]
     finally:
         if source is not store:
             source.close()

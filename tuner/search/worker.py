@@ -22,7 +22,7 @@ from typing import Callable
 
 from tuner import usercode
 from tuner.errors import ConfigError, TrialLost
-from tuner.store import DEFAULT_URL, Store, Study, api, get_study, open_store
+from tuner.store import DEFAULT_URL, LockedStudy, Store, Study, api, get_study, open_store
 from tuner.store.engine import one_line
 from tuner.store.schema import COMPLETED, FAILED, INTERRUPTED, PRUNED, RUNNING
 from tuner.search import artifacts as artifact_files
@@ -45,7 +45,7 @@ class _Worker:
         self.stale_checkpoints: set[int] = set()
         self.tuner_id = f"{worker_id}#{uuid.uuid4().hex[:8]}"  # unique per run: a restart is a new tuner
         self.host, self.pid = socket.gethostname(), os.getpid()
-        self.timeout = float(study.settings["heartbeat_timeout"])
+        self.timeout = study.settings.heartbeat_timeout
         self.beat_every, self.poll_every = _timings(self.timeout)
         self.next_stale_check = 0.0
         from tuner.search import oracle  # keras_tuner and TensorFlow (seconds): now, never under the lock
@@ -62,21 +62,21 @@ class _Worker:
         notes: list[str] = []
         try:
             mine = None if current is None else current.trial_id
-            with api.study_lock(self.store, self.study.id, mine) as (conn, row), self.quiet():
-                self.oracle.restore(conn, row)
-                version = row.version + 1
-                touched = current is not None and self._finish(conn, row, current, outcome, version, notes)
-                touched |= self._recover(conn, row, version, notes)
+            with api.study_lock(self.store, self.study.id, mine) as study, self.quiet():
+                self.oracle.restore(study)
+                version = study.version + 1
+                touched = current is not None and self._finish(study, current, outcome, version, notes)
+                touched |= self._recover(study, version, notes)
                 result = "done"
                 if want_next:
-                    result = self._next(conn, row, version)
+                    result = self._next(study, version)
                     touched |= isinstance(result, TrialContext)
-                self.oracle.save(conn, version, force=touched)
-                if result == "done" and want_next and api.count_running(conn, self.study.id):
+                self.oracle.save(study, version, force=touched)
+                if result == "done" and want_next and study.count_running():
                     result = "wait"  # a running trial may yet fail and be re-queued
                 if touched and self.study.oracle == "hyperband" and self.folder.is_dir():
                     # decided under the lock, deleted after it (files are slow; the lock is shared)
-                    self.stale_checkpoints = api.checkpoints_to_drop(conn, self.study.id, self.oracle.live_trial_ids())
+                    self.stale_checkpoints = study.checkpoints_to_drop(self.oracle.live_trial_ids())
         except BaseException:
             self.oracle.drop()
             raise
@@ -89,8 +89,8 @@ class _Worker:
             artifact_files.remove_study(self.folder)  # no trial left to run: no checkpoint is needed
         return result
 
-    def _finish(self, conn, row, ctx: TrialContext, outcome: Outcome, version: int, notes: list) -> bool:
-        if row.trial_status != RUNNING:
+    def _finish(self, study: LockedStudy, ctx: TrialContext, outcome: Outcome, version: int, notes: list) -> bool:
+        if study.trial_status != RUNNING:
             notes.append(f"trial {ctx.number}: result discarded; it was declared lost while running")
             return False
         if outcome.status == COMPLETED:
@@ -101,46 +101,46 @@ class _Worker:
             state = self.oracle.fail(ctx.kt_trial_id, outcome.error)
         else:
             state = self.oracle.requeue(ctx.kt_trial_id)
-        api.add_metrics(conn, ctx.trial_id, None, outcome.metrics)  # (nothing sent when empty)
-        api.update_trial(conn, ctx.trial_id, status=outcome.status, objective=outcome.objective, ended=row.now,
-                         heartbeat=row.now, error=outcome.error, traceback=outcome.traceback,
-                         kt_state=state, kt_version=version)
+        study.add_metrics(ctx.trial_id, None, outcome.metrics)  # (nothing sent when empty)
+        study.update_trial(ctx.trial_id, status=outcome.status, objective=outcome.objective, ended=study.now,
+                           heartbeat=study.now, error=outcome.error, traceback=outcome.traceback,
+                           kt_state=state, kt_version=version)
         return True
 
-    def _recover(self, conn, row, version: int, notes: list) -> bool:
+    def _recover(self, study: LockedStudy, version: int, notes: list) -> bool:
         """Fails RUNNING trials whose heartbeat is stale; the oracle re-queues them within `retries`.
         Looked for at most every poll interval: the timeout is far longer, and the query is a
         round trip made while holding the lock."""
         if time.monotonic() < self.next_stale_check:
             return False
         self.next_stale_check = time.monotonic() + self.poll_every
-        stale = api.stale_trials(conn, self.study.id, row.now - timedelta(seconds=self.timeout))
+        stale = study.stale_trials(study.now - timedelta(seconds=self.timeout))
         for trial in stale:
             reason = (f"worker lost: heartbeat stale since {trial.heartbeat:%Y-%m-%d %H:%M:%S} UTC "
                       f"(worker {trial.worker})")
             requeued, state = self.oracle.lose(trial.kt_trial_id, reason)
-            reason += "; re-queued" if requeued else f"; not re-queued (retries {self.study.settings['retries']} used up)"
-            api.update_trial(conn, trial.id, status=FAILED, ended=row.now, error=reason, kt_state=state,
-                             kt_version=version)
+            reason += "; re-queued" if requeued else f"; not re-queued (retries {self.study.settings.search.retries} used up)"
+            study.update_trial(trial.id, status=FAILED, ended=study.now, error=reason, kt_state=state,
+                               kt_version=version)
             notes.append(f"trial {trial.number}: {reason}")
         return bool(stale)
 
-    def _next(self, conn, row, version: int):
-        handout = self.oracle.next_trial(conn, self.tuner_id)
+    def _next(self, study: LockedStudy, version: int):
+        handout = self.oracle.next_trial(study, self.tuner_id)
         if isinstance(handout, str):
             return handout
-        row_id, number = api.insert_trial(
-            conn, self.study.id, kt_trial_id=handout.kt_trial_id, status=RUNNING, params=json.dumps(handout.values),
-            worker=self.worker_id, host=self.host, pid=self.pid, started=row.now, heartbeat=row.now,
+        row_id, number = study.insert_trial(
+            kt_trial_id=handout.kt_trial_id, status=RUNNING, params=json.dumps(handout.values),
+            worker=self.worker_id, host=self.host, pid=self.pid, started=study.now, heartbeat=study.now,
             retries=handout.retries, kt_state=handout.state, kt_version=version)
         parent = handout.values.get("tuner/trial_id")
         return TrialContext(
             number=number, values=handout.values, study=self.study.name, space=self.study.space,
             objective=self.study.objective, direction=self.study.direction, trial_id=row_id,
             kt_trial_id=handout.kt_trial_id,
-            parent=None if parent is None else api.completed_number(conn, self.study.id, parent),
+            parent=None if parent is None else study.completed_number(parent),
             store_url=self.store_url, hp_config=handout.hp_config, study_id=self.study.id, artifacts=str(self.folder),
-            early_terminate=self.study.settings.get("early_terminate"), _store=self.store)
+            early_terminate=self.study.settings.search.early_terminate, _store=self.store)
 
     def run_trial(self, trial_fn: TrialFn, ctx: TrialContext) -> Outcome:
         """Runs the trial function with heartbeats; KeyboardInterrupt passes through."""
@@ -236,7 +236,7 @@ def run_worker(store_url: str | None, study_name: str, *, worker_id: str | None 
     store = open_store(store_url)
     try:
         study = get_study(store, study_name)
-        usercode.verify(study.settings.get("towers"), f"study '{study.name}'")  # the same towers as every worker
+        usercode.verify(study.settings.towers, f"study '{study.name}'")  # the same towers as every worker
         worker = _Worker(store, store_url, study, worker_id or f"{socket.gethostname()}-{os.getpid()}", log,
                          artifacts)
         if fn is None:

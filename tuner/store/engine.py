@@ -94,6 +94,12 @@ class Store:
             with conn.begin():
                 yield conn
 
+    @property
+    def sqlite_file(self) -> str | None:
+        """The database file of a SQLite store (None for other databases): what sits beside it."""
+        url = self.engine.url
+        return url.database if url.get_backend_name() == "sqlite" and url.database else None
+
     def close(self) -> None:
         self.engine.dispose()
 

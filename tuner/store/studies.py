@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from tuner.errors import ConfigError, StoreError
 from tuner.safe_yaml import quote
+from tuner.space import StudySettings
 from tuner.store.engine import Store
 from tuner.store.schema import STUDY_NAME_MAX, studies, trials
 
@@ -71,17 +72,39 @@ class Study:
     id: int
     name: str
     space: str  # the search-space YAML text
-    objective: str
-    direction: str  # min | max
-    oracle: str
-    settings: dict  # max_trials, seed, retries, heartbeat_timeout, hyperparameters, ...
+    settings: StudySettings  # objective, direction and oracle included (columns of their own in the table)
     created: datetime
     counts: dict = field(default_factory=dict)  # trials per status
 
+    @property
+    def objective(self) -> str:
+        return self.settings.search.objective
+
+    @property
+    def direction(self) -> str:  # min | max
+        return self.settings.search.direction
+
+    @property
+    def oracle(self) -> str:
+        return self.settings.search.oracle
+
+
+COLUMNS = ("objective", "direction", "oracle")  # settings kept in columns of their own, not in the JSON
+
+
+def settings_text(settings: StudySettings) -> str:
+    """The JSON the `settings` column holds: `StudySettings.stored()` without the COLUMNS."""
+    return json.dumps({k: v for k, v in settings.stored().items() if k not in COLUMNS}, sort_keys=True)
+
+
+def stored_settings(text: str, **columns: str) -> StudySettings:
+    """The settings of a `settings` column (and the `columns` beside it, when given)."""
+    return StudySettings.from_stored({**json.loads(text), **columns})
+
 
 def _study(row, counts: dict | None = None) -> Study:
-    return Study(row.id, row.name, row.space, row.objective, row.direction, row.oracle,
-                 json.loads(row.settings), row.created, counts or {})
+    settings = stored_settings(row.settings, objective=row.objective, direction=row.direction, oracle=row.oracle)
+    return Study(row.id, row.name, row.space, settings, row.created, counts or {})
 
 
 def _counts(conn: Connection, study_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -97,14 +120,14 @@ def _row(conn: Connection, name: str):
     return conn.execute(sa.select(studies).where(studies.c.name == name)).first()
 
 
-def create_or_get_study(store: Store, *, name: str, space: str, objective: str, direction: str, oracle: str,
-                        settings: dict, resizable: tuple[str, ...] = ()) -> tuple[Study, bool]:
+def create_or_get_study(store: Store, *, name: str, space: str, settings: StudySettings,
+                        resizable: tuple[str, ...] = ()) -> tuple[Study, bool]:
     """The study `name`, created if new; (study, created). An existing study must match exactly:
     resuming with another space or other settings would mix incomparable trials. Settings named
     in `resizable` (the budget) may differ: the caller changes them (`api.resize_budget`)."""
     check_study_name(name)
-    settings = json.loads(json.dumps(settings, sort_keys=True))
-    wanted = {"space": space, "objective": objective, "direction": direction, "oracle": oracle}
+    text = settings_text(settings)
+    wanted = {"space": space, **{k: getattr(settings.search, k) for k in COLUMNS}}
     with store.write() as conn:
         row = _row(conn, name)
         created = row is None
@@ -113,7 +136,7 @@ def create_or_get_study(store: Store, *, name: str, space: str, objective: str, 
                 with conn.begin_nested():  # a savepoint: losing the race to create it undoes only the insert
                     # `created` is shown by `tuner studies` only, so this machine's clock will do
                     conn.execute(sa.insert(studies).values(
-                        name=name, settings=json.dumps(settings), version=0,
+                        name=name, settings=text, version=0,
                         created=datetime.now(timezone.utc).replace(tzinfo=None), **wanted))
             except sa.exc.IntegrityError:  # PostgreSQL: created concurrently by another process; compare with it
                 created = False
@@ -122,8 +145,9 @@ def create_or_get_study(store: Store, *, name: str, space: str, objective: str, 
     if created:
         return study, True
     differ = [k for k, v in wanted.items() if getattr(study, k) != v]
-    differ += [f"search.{k}" for k in sorted(set(settings) | set(study.settings))
-               if k not in resizable and settings.get(k) != study.settings.get(k)]
+    mine, theirs = json.loads(text), json.loads(settings_text(study.settings))  # compared as stored
+    differ += [f"search.{k}" for k in sorted(set(mine) | set(theirs))
+               if k not in resizable and mine.get(k) != theirs.get(k)]
     if differ:
         raise StoreError(f"{store.url}: study '{name}' exists with a different {', '.join(differ)}; "
                          "resume it with the same space and search settings, or choose another study name")
@@ -150,3 +174,11 @@ def list_studies(store: Store) -> list[Study]:
         rows = conn.execute(sa.select(studies).order_by(studies.c.created, studies.c.id)).all()
         counts = _counts(conn, [r.id for r in rows])
     return [_study(r, counts[r.id]) for r in rows]
+
+
+def latest_study(store: Store) -> Study:
+    """The newest study (what `tuner status` shows without --study); a one-line error if there is none."""
+    studies = list_studies(store)
+    if not studies:
+        raise StoreError(f"{store.url}: no studies yet (start one with tuner search --space temp)")
+    return studies[-1]
