@@ -50,7 +50,8 @@ class LockedStudy:
         self.name: str = row.name
         self.version: int = row.version
         self.oracle_state: str | None = row.oracle_state  # JSON; None until the first worker saves it
-        self.settings: StudySettings = stored_settings(row.settings)
+        self.settings: StudySettings = stored_settings(row.settings, objective=row.objective,
+                                                       direction=row.direction, oracle=row.oracle)
         self.now: datetime = row.now  # the database's clock: trial times and staleness use it
         self.trial_status: str | None = row.trial_status
 
