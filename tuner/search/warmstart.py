@@ -9,6 +9,7 @@ raised before a study is created.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import operator
@@ -81,9 +82,10 @@ def warm_start(store: Store, settings: dict, hyperparameters, objective: str, di
 
 
 def _same_parameters(other_config: dict, hyperparameters, where: str) -> None:
-    from tuner.search.oracle import hyperparameters as from_config
+    import keras_tuner as kt  # loaded already (tpe); from_config changes the config it gets, hence the copy
 
-    mine, theirs = set(tpe.distributions(hyperparameters)), set(tpe.distributions(from_config(other_config)))
+    theirs = set(tpe.distributions(kt.HyperParameters.from_config(copy.deepcopy(other_config))))
+    mine = set(tpe.distributions(hyperparameters))
     if mine != theirs:
         only = sorted(mine - theirs)
         detail = (f"parameter {only[0]!r} is searched here only" if only
