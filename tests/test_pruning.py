@@ -20,9 +20,10 @@ import sqlalchemy as sa
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, start_local_workers
-from tuner.search.pruning import HyperbandPruner, MedianPruner, decide, options, promotable
+from tuner.search.pruning import EpochView, HyperbandPruner, MedianPruner, options, promotable
+from tuner.search.trial import decide
 from tuner.space import load_space, search_settings
-from tuner.store import COMPLETED, PRUNED, RUNNING, EpochView, api, get_study, list_metrics, list_trials, open_store
+from tuner.store import COMPLETED, PRUNED, RUNNING, api, get_study, list_metrics, list_trials, open_store
 from tuner.store.schema import DECISION
 
 HERE = Path(__file__).resolve()

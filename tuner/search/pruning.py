@@ -3,9 +3,10 @@
 A pruner is a small object that checks its own `early_terminate` keys in `__init__` (its
 keyword-only arguments are the keys, their defaults the defaults) and answers one question,
 "stop this trial at this epoch?", from a read-only view of the study (`EpochView`: plain
-values, not a database). `decide` asks it under the study lock and records the answer with
-the trial (a metric row named `schema.DECISION`), so every worker on every machine sees the
-same rungs and no trial is decided twice at an epoch. The rules follow Optuna's pruners
+values, not a database, which the store fills in). `trial.decide` asks it under the study lock
+and records the answer with the trial (a metric row named `schema.DECISION`), so every worker
+on every machine sees the same rungs and no trial is decided twice at an epoch. Nothing here
+reads the store: the space checks `early_terminate` keys through this module. The rules follow Optuna's pruners
 (`optuna/pruners/_successive_halving.py`, `_median.py`).
 """
 from __future__ import annotations
@@ -13,13 +14,26 @@ from __future__ import annotations
 import inspect
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
-from tuner.errors import ConfigError, TrialLost
+from tuner.errors import ConfigError
 from tuner.safe_yaml import quote
-from tuner.store import COMPLETED, RUNNING, EpochView, Store, api
+from tuner.store.schema import COMPLETED
 
 KEY = "search.early_terminate"
+
+
+@dataclass(frozen=True)
+class EpochView:
+    """What a pruner reads about a study at one trial's epoch, read under the study lock."""
+
+    epoch: int
+    value: float  # the trial's objective at `epoch`
+    curve: tuple[float, ...]  # the trial's objective at epochs 1..`epoch`, as reported
+    decided: tuple[float, ...]  # the objective at `epoch` of the other trials the pruner decided there
+    completed: tuple[float, ...]  # the objective at `epoch` of the completed trials
+    counts: dict[str, int]  # trials per status
 
 
 def _count(value, low: int, where: str, name: str) -> int:
@@ -123,21 +137,3 @@ def pruner_for(early_terminate: dict | None, objective: str, direction: str):
     chosen = {k: v for k, v in early_terminate.items() if k != "type"}
     return PRUNERS[early_terminate["type"]](objective, direction, **chosen)
 
-
-def decide(store: Store, pruner, study_id: int, trial_id: int, epoch: int, value: float) -> bool:
-    """Whether trial `trial_id` stops after `epoch` (its objective there: `value`). Asked under
-    the study lock and recorded, so decisions are taken one at a time across workers and a
-    decision once recorded is the answer ever after."""
-    if not pruner.decides_at(epoch):
-        return False
-    with api.study_lock(store, study_id, trial_id) as study:
-        if study.trial_status != RUNNING:
-            raise TrialLost(f"trial row {trial_id} is {study.trial_status}: another worker declared it lost")
-        recorded = study.decision(trial_id, epoch)
-        if recorded is not None:
-            return not recorded
-        stop = pruner.should_stop(study.epoch_view(trial_id, pruner.objective, epoch, value))
-        if stop is None:
-            return False
-        study.record_decision(trial_id, epoch, go_on=not stop)
-        return stop

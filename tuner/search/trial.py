@@ -1,4 +1,5 @@
-"""One trial as its trial function sees it (`TrialContext`), its heartbeat, and its outcome.
+"""One trial as its trial function sees it (`TrialContext`), its heartbeat, its pruner's
+decisions (`decide`, under the study lock), and its outcome.
 
 A trial function takes a TrialContext and returns a dict of final metrics holding the study's
 objective; what it does meanwhile (sleep, train here or in a child process) is its own
@@ -15,10 +16,10 @@ from typing import Any, Callable
 
 from tuner import usercode
 from tuner.errors import TrialLost
-from tuner.search.pruning import decide, pruner_for
+from tuner.search.pruning import pruner_for
 from tuner.store import Store, api, open_store
 from tuner.store.engine import one_line
-from tuner.store.schema import COMPLETED, FAILED, PRUNED
+from tuner.store.schema import COMPLETED, FAILED, PRUNED, RUNNING
 
 
 @dataclass
@@ -188,3 +189,22 @@ def in_subprocess(spec: str) -> Callable[[TrialContext], dict]:
 
 def _call_spec(spec: str, ctx: TrialContext) -> dict:
     return load_trial_fn(spec)(ctx)
+
+
+def decide(store: Store, pruner, study_id: int, trial_id: int, epoch: int, value: float) -> bool:
+    """Whether trial `trial_id` stops after `epoch` (its objective there: `value`). Asked under
+    the study lock and recorded, so decisions are taken one at a time across workers and a
+    decision once recorded is the answer ever after."""
+    if not pruner.decides_at(epoch):
+        return False
+    with api.study_lock(store, study_id, trial_id) as study:
+        if study.trial_status != RUNNING:
+            raise TrialLost(f"trial row {trial_id} is {study.trial_status}: another worker declared it lost")
+        recorded = study.decision(trial_id, epoch)
+        if recorded is not None:
+            return not recorded
+        stop = pruner.should_stop(study.epoch_view(trial_id, pruner.objective, epoch, value))
+        if stop is None:
+            return False
+        study.record_decision(trial_id, epoch, go_on=not stop)
+        return stop

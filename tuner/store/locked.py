@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -15,6 +16,9 @@ from sqlalchemy.engine import Connection
 from tuner.space import StudySettings
 from tuner.store.schema import COMPLETED, DECISION, RUNNING, metrics, studies, trials
 from tuner.store.studies import settings_text, stored_settings
+
+if TYPE_CHECKING:  # imported where used: pruning imports store.schema, and with it this package
+    from tuner.search.pruning import EpochView
 
 
 @dataclass(frozen=True)
@@ -26,18 +30,6 @@ class StaleTrial:
     kt_trial_id: str
     heartbeat: datetime
     worker: str | None
-
-
-@dataclass(frozen=True)
-class EpochView:
-    """What a pruner reads about a study at one trial's epoch, read under the study lock."""
-
-    epoch: int
-    value: float  # the trial's objective at `epoch`
-    curve: tuple[float, ...]  # the trial's objective at epochs 1..`epoch`, as reported
-    decided: tuple[float, ...]  # the objective at `epoch` of the other trials the pruner decided there
-    completed: tuple[float, ...]  # the objective at `epoch` of the completed trials
-    counts: dict[str, int]  # trials per status
 
 
 class LockedStudy:
@@ -140,6 +132,8 @@ class LockedStudy:
 
     def epoch_view(self, trial_id: int, objective: str, epoch: int, value: float) -> EpochView:
         """What a pruner may read to decide trial `trial_id` at `epoch`."""
+        from tuner.search.pruning import EpochView
+
         mine = curve(self._conn, trial_id, objective)
         return EpochView(epoch, value, tuple(v for e, v in sorted(mine.items()) if e <= epoch),
                          tuple(self._values_at(objective, epoch, decided=True, exclude=trial_id)),
