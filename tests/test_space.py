@@ -379,10 +379,10 @@ ERRORS = [
     ("unknown search key",
      {"search": {"oracle": "random", "trials": 5}},
      "unknown key 'search.trials' (allowed: oracle, objective, direction, max_trials, workers, seed, max_epochs, "
-     "factor, retries, study, engine, early_terminate)"),
+     "factor, retries, study, engine, early_terminate, enqueue, warm_start)"),
     ("bad oracle",
-     {"search": {"oracle": "tpe"}},
-     "search.oracle: 'tpe' is not one of random, bayesian, hyperband, grid"),
+     {"search": {"oracle": "cmaes"}},
+     "search.oracle: 'cmaes' is not one of random, bayesian, hyperband, grid, tpe"),
     ("bad direction",
      {"search": {"direction": "maximize"}},
      "search.direction: 'maximize' is not one of max, min"),

@@ -330,9 +330,23 @@ def test_settings_come_back_typed_and_a_study_written_by_an_earlier_version_stil
     assert settings.search.early_terminate["type"] == "median" and settings.search.max_trials == 5
     assert settings.towers is None and settings.initial_points is None
     study, created = create_or_get_study(store, name="old", space="a: 1\n", settings=dataclasses.replace(
-        settings, search=dataclasses.replace(settings.search, workers=4, engine="ray", study="other")))
-    assert not created and study.settings == settings  # how this run places its workers is not the study's
+        settings, search=dataclasses.replace(settings.search, workers=4, engine="ray", study="other",
+                                             enqueue=["best.yaml"], warm_start={"study": "earlier"})))
+    # how this run places its workers is not the study's, nor the files and study it read values from
+    assert not created and study.settings == settings
+    assert settings.enqueued == [] and settings.warm_trials is None
     store.close()
+
+
+def test_a_grown_budget_keeps_what_only_the_studys_oracle_reads(store_url):
+    """The locked study's settings carry the oracle column: saved back with a new budget, a
+    Hyperband study keeps max_epochs and factor (stored for Hyperband alone)."""
+    with open_store(store_url) as store:
+        study = make_study(store, settings=settings(oracle="hyperband", max_epochs=7, factor=2))
+        grown = api.resize_budget(store, study.id, 9)
+        assert grown == get_study(store, "s").settings
+    assert (grown.search.oracle, grown.search.max_trials, grown.search.max_epochs, grown.search.factor) == \
+        ("hyperband", 9, 7, 2)
 
 
 def test_processes_racing_to_create_one_study_all_get_it_and_one_creates_it(store_url):

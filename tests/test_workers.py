@@ -335,7 +335,7 @@ def test_bayesian_needs_scikit_learn_or_runs(sqlite_url):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"oracle": "tpe"}, "study 's': search.oracle: 'tpe' is not one of random, bayesian, hyperband, grid"),
+    ({"oracle": "cmaes"}, "study 's': search.oracle: 'cmaes' is not one of random, bayesian, hyperband, grid, tpe"),
     ({"direction": "up"}, "study 's': search.direction: 'up' is not one of max, min"),
     ({"max_trials": 0}, "study 's': search.max_trials: must be >= 1 (got 0)"),
     ({"oracle": "hyperband", "max_epochs": None}, "study 's': search.max_epochs: must be >= 1 for hyperband"),

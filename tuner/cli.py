@@ -81,13 +81,14 @@ def cmd_search(args) -> int:
 
     from tuner import memory
     from tuner.search import create_or_resume_study, start_local_workers
+    from tuner.search.flags import settings_with_flags
     from tuner.search.progress import progress_line, watch
     from tuner.space import load_space
     from tuner.store import check_study_name, get_study
 
     space = load_space(args.space)
     memory.check_space(space)  # the largest searched sizes, before a study is created
-    s = _search_settings(args, space)  # before the store opens: a refused flag changes nothing
+    s = settings_with_flags(args, space)  # before the store opens: a refused flag changes nothing
     name, workers = args.study or s.study, s.workers
     check_study_name(name, "--study" if args.study else f"{space.source}: search.study (default: the file's name)")
     store = _store(args)
@@ -116,28 +117,6 @@ def cmd_search(args) -> int:
           flush=True)
     print(f"next: tuner report --study {name}   |   tuner best --study {name} --out best.yaml", flush=True)
     return 0 if all(code == 0 for code in codes) else 1
-
-
-def _search_settings(args, space):
-    """The space's search settings with each flag checked as its key in a space is; local workers bounded."""
-    from tuner.errors import ConfigError
-    from tuner.search.local import check_local_workers
-
-    s = space.search
-    for flag, key in (("--max-trials", "max_trials"), ("--workers", "workers")):
-        if getattr(args, key) is not None:
-            s = s.replace(flag, **{key: getattr(args, key)})
-    if not 0 < args.cpus_per_worker < float("inf"):  # also nan
-        raise ConfigError(f"--cpus-per-worker: must be a finite number of CPUs > 0 (got {args.cpus_per_worker})")
-    if args.ray or s.engine == "ray":
-        from tuner.search.ray import check_room, require_ray
-
-        require_ray()  # before the store opens: a study is not created for workers that cannot start
-        check_room(args.ray or "auto", s.workers, args.cpus_per_worker,
-                   "--workers" if args.workers is not None else f"{space.source}: search.workers")
-    else:  # a Ray cluster places actors by its own resources
-        check_local_workers(s.workers, "--workers" if args.workers is not None else f"{space.source}: search.workers")
-    return s
 
 
 def cmd_worker(args) -> int:
@@ -294,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="with --ray on a cluster without GPUs: CPUs each worker reserves (default 1)")
     p.add_argument("--artifacts", metavar="DIR", help=ARTIFACTS_HELP)
+    p.add_argument("--enqueue", action="append", metavar="FILE",
+                   help="a training config (e.g. from tuner best) whose searched values run first; repeatable")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("worker", parents=[storage], help="join a study's search from this machine")

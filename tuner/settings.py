@@ -11,12 +11,16 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
-from tuner import typed
+from tuner import safe_yaml, typed
 
-ORACLES = ("random", "bayesian", "hyperband", "grid")
+ORACLES = ("random", "bayesian", "hyperband", "grid", "tpe")
+ENQUEUE_ORACLES = ("random", "bayesian", "tpe")  # hyperband and grid plan every trial themselves
+WARM_START_KEYS = ("study", "storage")
 DIRECTIONS = ("max", "min")
 ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
-RUN_ONLY = ("workers", "study", "engine")  # settings of one `tuner search` run, not of the study it runs
+# settings of one `tuner search` run, not of the study it runs; the study keeps what enqueue and
+# warm_start read (StudySettings.enqueued, .warm_trials), not the files and study they name
+RUN_ONLY = ("workers", "study", "engine", "enqueue", "warm_start")
 HYPERBAND_ONLY = ("max_epochs", "factor")  # read by the Hyperband oracle alone
 
 
@@ -36,6 +40,8 @@ class SearchSettings:
     study: str = ""  # default: the file's stem
     engine: str = "local"  # "ray": `tuner search` places the workers on a Ray cluster, as --ray does
     early_terminate: dict[str, Any] | None = None  # checked, defaults filled: {"type": "hyperband", "min_iter": 1, "eta": 3}
+    enqueue: list[str] = field(default_factory=list)  # training configs run first, their values read at the parameters' paths
+    warm_start: dict[str, Any] | None = None  # tpe: {study: NAME, storage: URL (default: this study's)}
 
     def replace(self, source: str, **changes) -> SearchSettings:
         """These settings with `changes` (command-line overrides named by `source`), checked again."""
@@ -66,7 +72,24 @@ def search_settings(values: dict, source: str, objectives: Sequence[str] | None 
 
         s = dataclasses.replace(s, early_terminate=checked_early_terminate(
             s.early_terminate, s.oracle, s.objective, s.direction, f"{source}: search.early_terminate"))
+    typed.require(not s.enqueue or s.oracle in ENQUEUE_ORACLES, source, "search.enqueue",
+                  f"not for oracle {s.oracle}, which plans every trial itself (oracles: {', '.join(ENQUEUE_ORACLES)})")
+    typed.require(not s.enqueue or s.max_trials is None or len(s.enqueue) <= s.max_trials, source, "search.enqueue",
+                  f"{len(s.enqueue)} configs, more than search.max_trials {s.max_trials}")
+    if s.warm_start is not None:
+        _check_warm_start(s.warm_start, s.oracle, source)
     return s
+
+
+def _check_warm_start(raw: dict, oracle: str, source: str) -> None:
+    key = "search.warm_start"
+    typed.require(oracle == "tpe", source, key, f"only used by oracle tpe (oracle is {oracle})")
+    for name, value in raw.items():
+        typed.require(name in WARM_START_KEYS, source, f"{key}.{name}",
+                      f"unknown key (allowed: {', '.join(WARM_START_KEYS)})")
+        typed.require(isinstance(value, str) and bool(value), source, f"{key}.{name}",
+                      f"expected a non-empty string, got {safe_yaml.quote(value)}")
+    typed.require("study" in raw, source, f"{key}.study", "required: the name of the study to learn from")
 
 
 @dataclass(frozen=True)
@@ -78,7 +101,9 @@ class StudySettings:
     hyperparameters: dict = field(default_factory=dict)  # the space's keras_tuner.HyperParameters config
     heartbeat_timeout: float = 60.0  # seconds without a beat before a running trial is declared lost
     towers: dict | None = None  # fingerprint of the space's own towers (usercode.fingerprint)
-    initial_points: int | None = None  # bayesian: random trials first, pinned when a budget grew
+    initial_points: int | None = None  # bayesian, tpe: random trials first, pinned when a budget grew
+    enqueued: list[dict] = field(default_factory=list)  # search.enqueue's values, read at creation: run first
+    warm_trials: dict | None = None  # tpe: search.warm_start's {study, storage, trials}, read at creation
 
     def stored(self) -> dict[str, Any]:
         """The settings as one flat JSON-ready mapping (search keys beside the study's own):

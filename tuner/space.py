@@ -214,7 +214,7 @@ def _parse_search(raw, cfg: config.Config, params: list[Param], stem: str, sourc
     objectives = [f"val_{m}@{k}" for m in config.METRICS for k in cfg.evaluation.ks]
     s = search_settings({**defaults, **raw}, source, objectives)
     if "study" in raw:  # the default (the file's name) is checked where the study is created
-        from tuner.store.studies import check_study_name  # the one rule for study names
+        from tuner.store.names import check_study_name  # the one rule for study names
 
         check_study_name(s.study, f"{source}: search.study")
     if s.oracle != "hyperband":

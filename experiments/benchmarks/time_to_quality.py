@@ -84,9 +84,14 @@ def start_variant(out: Path, variant: str, trials: int, max_rss_gb: float) -> su
 
 
 def worker(out: Path, variant: str, max_rss_gb: float) -> None:
-    """One worker of the variant's study (what `tuner worker` runs) that ends after the trial
-    during which its memory passed `max_rss_gb`: a worker building a new graph every trial
-    grows, and the machine is shared; the parent starts a fresh one."""
+    """One worker of the variant's study (see `run_study_worker`)."""
+    run_study_worker(store_url(out, variant), f"ttq-{variant}", variant, max_rss_gb)
+
+
+def run_study_worker(url: str, study: str, worker_id: str, max_rss_gb: float) -> None:
+    """One worker of a study (what `tuner worker` runs) that ends after the trial during which
+    its memory passed `max_rss_gb`: a worker building a new graph every trial grows, and the
+    machine is shared; the parent starts a fresh one."""
     import threading
 
     from tuner.search import run_worker
@@ -101,9 +106,29 @@ def worker(out: Path, variant: str, max_rss_gb: float) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     try:
-        run_worker(store_url(out, variant), f"ttq-{variant}", worker_id=variant, stop_event=stop)
+        run_worker(url, study, worker_id=worker_id, stop_event=stop)
     except KeyboardInterrupt:  # the running trial is INTERRUPTED and re-queued: a rerun resumes
         raise SystemExit(130)
+
+
+def run_queue(names: list[str], jobs: int, out: Path, start) -> None:
+    """Runs `start(name)` (a worker process, or None when the name's study is finished) for each
+    name, `jobs` at a time; a worker that ended is followed by a fresh one until its study is done."""
+    pending, running = list(names), {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            name = pending.pop(0)
+            proc = start(name)
+            if proc:
+                running[proc] = name
+        time.sleep(5 if running else 0)
+        for proc in [p for p in running if p.poll() is not None]:
+            if proc.returncode:
+                raise SystemExit(f"a worker failed (exit code {proc.returncode}): see the logs in {out}")
+            name = running.pop(proc)
+            again = start(name)  # a fresh worker, if needed
+            if again:
+                running[again] = name
 
 
 def rss_gb() -> float:
@@ -251,19 +276,8 @@ def main() -> None:
         return worker(args.out, args.worker, args.max_rss_gb)
     variants = ["none"] + [v for v in args.variants if v != "none"]  # the reference first
     args.out.mkdir(parents=True, exist_ok=True)
-    pending = [] if args.no_run or args.source else list(variants)
-    running: list[subprocess.Popen] = []
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            proc = start_variant(args.out, pending.pop(0), args.trials, args.max_rss_gb)
-            running += [proc] if proc else []
-        time.sleep(5 if running else 0)
-        for proc in [p for p in running if p.poll() is not None]:
-            if proc.returncode:
-                raise SystemExit(f"a worker failed (exit code {proc.returncode}): see the logs in {args.out}")
-            running.remove(proc)
-            again = start_variant(args.out, proc.args[3], args.trials, args.max_rss_gb)  # a fresh worker, if needed
-            running += [again] if again else []
+    run_queue([] if args.no_run or args.source else list(variants), args.jobs, args.out,
+              lambda variant: start_variant(args.out, variant, args.trials, args.max_rss_gb))
 
     if args.source:
         url, study = args.source

@@ -1,10 +1,13 @@
 """Search: studies, the store-backed Keras Tuner oracle, and the workers that run trials.
 
-The rooms, in the order one trial passes through them: `study` (create or resume a study from
-a space), `local` (start worker processes; `python -m tuner.search.local` is one worker),
-`worker` (the loop: visit the oracle under the study lock, run a trial, report), `oracle`
-(Keras Tuner's oracle kept in the store), `trial` (what a trial function sees, its heartbeat
-and outcome), `hypermodel` (the built-in trial: the space's config trained by tuner.train).
+The rooms, in the order one trial passes through them: `flags` (`tuner search`'s flags over a
+space's search settings), `study` (create or resume a study from a space), `local` (start worker
+processes; `python -m tuner.search.local` is one worker), `worker` (the loop: visit the oracle
+under the study lock, run a trial, report), `oracle` (Keras Tuner's oracle kept in the store;
+`tpe`: Optuna's TPE behind it; `warmstart`: enqueued configs and an earlier study's trials, read
+when a study is created), `trial` (what a trial function sees, its heartbeat, its pruner's
+decisions and outcome), `pruning` (the pruners), `hypermodel` (the built-in trial: the space's
+config trained by tuner.train).
 
 Names resolve lazily, so importing this package imports neither keras_tuner nor TensorFlow
 (~5 s): a worker imports them when it starts.

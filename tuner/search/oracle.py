@@ -24,6 +24,7 @@ import keras_tuner as kt
 from keras_tuner.src.engine import oracle as kt_oracle_module  # private module: LOCKS, THREADS (1.4.8)
 from keras_tuner.src.engine.trial import Trial  # Trial.from_state is not exported (1.4.8)
 
+from tuner.search import tpe
 from tuner.search.study import bayesian_initial_points
 from tuner.store import LockedStudy, Study
 from tuner.store.schema import COMPLETED, FAILED, RUNNING
@@ -39,16 +40,27 @@ class _NoFiles:
         pass
 
 
-def _without_files(base: type) -> type:
-    return type(f"Store{base.__name__}", (_NoFiles, base), {})
+class _Enqueued:
+    """Hands out the study's enqueued values (`search.enqueue`) as its first trials, then asks
+    the oracle. Keras Tuner numbers a new trial by the trials it has, so the count says which."""
+
+    enqueued: list = []
+
+    def populate_space(self, trial_id):
+        if len(self.trials) < len(self.enqueued):
+            return {"status": "RUNNING", "values": dict(self.enqueued[len(self.trials)])}
+        return super().populate_space(trial_id)
 
 
-ORACLE_CLASSES = {"random": _without_files(kt.oracles.RandomSearchOracle),
-                  "bayesian": _without_files(kt.oracles.BayesianOptimizationOracle),
+def _without_files(base: type, *mixins: type) -> type:
+    return type(f"Store{base.__name__}", (_NoFiles, *mixins, base), {})
+
+
+ORACLE_CLASSES = {"random": _without_files(kt.oracles.RandomSearchOracle, _Enqueued),
+                  "bayesian": _without_files(kt.oracles.BayesianOptimizationOracle, _Enqueued),
                   "hyperband": _without_files(kt.oracles.HyperbandOracle),
-                  "grid": _without_files(kt.oracles.GridSearchOracle)}
-
-
+                  "grid": _without_files(kt.oracles.GridSearchOracle),
+                  "tpe": _without_files(tpe.TPEOracle, _Enqueued)}
 
 
 def new_oracle(study: Study):
@@ -65,9 +77,15 @@ def new_oracle(study: Study):
     elif study.oracle == "bayesian":
         points = s.initial_points or bayesian_initial_points(s.search.max_trials)  # pinned when a budget grew
         oracle = cls(max_trials=s.search.max_trials, num_initial_points=points, **kwargs)
+    elif study.oracle == "tpe":
+        startup = s.initial_points or tpe.startup_trials(s.search.max_trials)  # pinned when a budget grew
+        warm = [tpe.PastTrial(**t) for t in (s.warm_trials or {}).get("trials", [])]
+        oracle = cls(max_trials=s.search.max_trials, startup=startup, warm=warm, **kwargs)
     else:
         oracle = cls(max_trials=s.search.max_trials, **kwargs)
     oracle.verbose = 0
+    if s.enqueued:
+        oracle.enqueued = s.enqueued
     return oracle
 
 
@@ -172,8 +190,11 @@ class StudyOracle:
 
     # --- what the worker asks ------------------------------------------------------------
 
-    def next_trial(self, tuner_id: str) -> Handout | str:
-        """The next trial for `tuner_id`, or "wait" (nothing to hand out yet) or "done"."""
+    def next_trial(self, study: LockedStudy, tuner_id: str) -> Handout | str:
+        """The next trial for `tuner_id`, or "wait" (nothing to hand out yet) or "done". TPE
+        learns from the store's trials as they are now, this visit's own outcome included."""
+        if self.study.oracle == "tpe":
+            self.oracle.history = tpe.past_trials(study.sampler_history())
         trial = self.oracle.create_trial(tuner_id)
         if trial.status != RUNNING:
             return "wait" if trial.status == "IDLE" else "done"

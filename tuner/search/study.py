@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 
-from tuner import config, towers_check, usercode
+from tuner import config, towers_check, typed, usercode
 from tuner.errors import ConfigError
-from tuner.settings import SearchSettings, StudySettings
+from tuner.settings import ENQUEUE_ORACLES, SearchSettings, StudySettings
 from tuner.space import Space
 from tuner.store import Store, Study, api, create_or_get_study, list_studies
 
@@ -31,13 +31,20 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
         towers = towers_check.in_child(cfg)
         for existing in (s for s in list_studies(store) if s.name == name):
             usercode.verify(existing.settings.towers, f"study '{name}'")
-    return create_or_resume_custom_study(store, name, space.text, space.hyperparameters(), search or space.search,
-                                         heartbeat_timeout=heartbeat_timeout, budget=budget, towers=towers)
+    search, hyperparameters = search or space.search, space.hyperparameters()
+    enqueue = None
+    if search.enqueue:
+        from tuner.search.warmstart import enqueued_values
+
+        enqueue = enqueued_values(space, search.enqueue, hyperparameters)
+    return create_or_resume_custom_study(store, name, space.text, hyperparameters, search,
+                                         heartbeat_timeout=heartbeat_timeout, budget=budget, towers=towers,
+                                         enqueue=enqueue)
 
 
 def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparameters, search: SearchSettings, *,
-                                  heartbeat_timeout: float = 60.0, budget: str = "set", towers: dict | None = None
-                                  ) -> Study:
+                                  heartbeat_timeout: float = 60.0, budget: str = "set", towers: dict | None = None,
+                                  enqueue: list[dict] | None = None) -> Study:
     """The study `name` searching any keras_tuner.HyperParameters, for trial functions that do
     not train configs (tests, benchmarks); `text` is stored as the study's space.
 
@@ -51,7 +58,9 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
     refuses a smaller one (StoreError, nothing changed: shrinking would strand the oracle's plan);
     "extend" (the space's own value) only ever raises it, so re-running a search whose budget
     was extended on the command line keeps the larger budget. `towers`: the fingerprint of the
-    space's own towers (`usercode.fingerprint`), recorded for workers to compare.
+    space's own towers (`usercode.fingerprint`), recorded for workers to compare. `enqueue`:
+    values to run first (`search.enqueue` read by `warmstart.enqueued_values`); the settings'
+    `warm_start` study is read here, so a study is only created once it fits.
     """
     where = f"study '{name}'"
     if heartbeat_timeout <= 0:
@@ -61,15 +70,32 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
         if missing:
             raise ConfigError(f"{where}: search.oracle: bayesian needs {' and '.join(missing)} "
                               "(pip install scikit-learn scipy), or use random, hyperband or grid")
+    warm_trials = None
+    if search.oracle == "tpe":
+        from tuner.search import tpe, warmstart  # Optuna; keras_tuner is loaded already (hyperparameters)
+
+        tpe.distributions(hyperparameters)  # a hyperparameter TPE cannot sample: refused before the study exists
+        if search.warm_start is not None:
+            warm_trials = warmstart.warm_start(store, search.warm_start, hyperparameters, search.objective,
+                                               search.direction, name)
+    if search.enqueue and enqueue is None:
+        raise ConfigError(f"{where}: search.enqueue: config files are read at a space's parameter paths, "
+                          "and this study has no space (give the values as `enqueue`)")
+    if enqueue:
+        typed.one_of(search.oracle, ENQUEUE_ORACLES, where, "search.oracle (with search.enqueue)")
     settings = StudySettings(search, hyperparameters=hyperparameters.get_config(), heartbeat_timeout=heartbeat_timeout,
-                             towers=towers)
+                             towers=towers, enqueued=enqueue or [], warm_trials=warm_trials)
     study, created = create_or_get_study(store, name=name, space=text, settings=settings,
                                          resizable=("max_trials", "initial_points"))
     wanted, stored = search.max_trials, study.settings.search.max_trials
     if created or wanted is None or wanted == stored or (budget == "extend" and stored is not None and wanted < stored):
         return study
-    # the Bayesian oracle's random start stays the one computed from the first budget
-    points = bayesian_initial_points(stored) if search.oracle == "bayesian" and stored else None
+    # the random start of bayesian and tpe stays the one computed from the first budget
+    points = None
+    if stored and search.oracle == "bayesian":
+        points = bayesian_initial_points(stored)
+    elif stored and search.oracle == "tpe":
+        points = tpe.startup_trials(stored)
     return dataclasses.replace(study, settings=api.resize_budget(store, study.id, wanted, initial_points=points))
 
 

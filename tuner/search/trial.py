@@ -1,4 +1,5 @@
-"""One trial as its trial function sees it (`TrialContext`), its heartbeat, and its outcome.
+"""One trial as its trial function sees it (`TrialContext`), its heartbeat, its pruner's
+decisions (`decide`, under the study lock), and its outcome.
 
 A trial function takes a TrialContext and returns a dict of final metrics holding the study's
 objective; what it does meanwhile (sleep, train here or in a child process) is its own

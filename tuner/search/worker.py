@@ -126,7 +126,7 @@ class _Worker:
         return bool(stale)
 
     def _next(self, study: LockedStudy, version: int):
-        handout = self.oracle.next_trial(self.tuner_id)
+        handout = self.oracle.next_trial(study, self.tuner_id)
         if isinstance(handout, str):
             return handout
         row_id, number = study.insert_trial(

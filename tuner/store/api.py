@@ -98,10 +98,10 @@ def report_epoch(store: Store, trial_id: int, epoch: int, values: dict[str, floa
 def resize_budget(store: Store, study_id: int, max_trials: int, *, initial_points: int | None = None
                   ) -> StudySettings:
     """Sets a study's `max_trials` under the study lock; its new settings. `initial_points`: the
-    Bayesian oracle's random start computed from the old budget, kept if the study has none yet.
-    A budget only grows: a smaller one is refused (StoreError), checked under the lock so two
-    commands racing cannot shrink it. The version bump makes every worker re-read the budget
-    at its next visit."""
+    random start of the Bayesian or TPE oracle computed from the old budget, kept if the study
+    has none yet. A budget only grows: a smaller one is refused (StoreError), checked under the
+    lock so two commands racing cannot shrink it. The version bump makes every worker re-read the
+    budget at its next visit."""
     with study_lock(store, study_id) as study:
         settings = study.settings
         budget = settings.search.max_trials or 0

@@ -50,7 +50,8 @@ class LockedStudy:
         self.name: str = row.name
         self.version: int = row.version
         self.oracle_state: str | None = row.oracle_state  # JSON; None until the first worker saves it
-        self.settings: StudySettings = stored_settings(row.settings)
+        self.settings: StudySettings = stored_settings(row.settings, objective=row.objective,
+                                                       direction=row.direction, oracle=row.oracle)
         self.now: datetime = row.now  # the database's clock: trial times and staleness use it
         self.trial_status: str | None = row.trial_status
 
@@ -121,6 +122,10 @@ class LockedStudy:
         return self._conn.execute(sa.select(sa.func.count(sa.distinct(trials.c.kt_trial_id)))
                                   .where(trials.c.study_id == self.id)).scalar_one()
 
+    def sampler_history(self) -> list[tuple[dict, str, float | None, int | None]]:
+        """What a model-based sampler learns from (`tuner.search.tpe`): see `trial_history`."""
+        return trial_history(self._conn, self.id)
+
     # --- pruning: a trial's decisions, recorded with its curve ----------------------------------
 
     def decision(self, trial_id: int, epoch: int) -> bool | None:
@@ -174,3 +179,14 @@ def curve(conn: Connection, trial_id: int, name: str) -> dict[int, float]:
     rows = conn.execute(sa.select(metrics.c.epoch, metrics.c.value)
                         .where(metrics.c.trial_id == trial_id, metrics.c.name == name, metrics.c.epoch.is_not(None)))
     return {int(e): v for e, v in rows}
+
+
+def trial_history(conn: Connection, study_id: int) -> list[tuple[dict, str, float | None, int | None]]:
+    """(values, status, objective, epoch its pruner stopped it at or None) of a study's trials in
+    number order; a pruned trial's objective is its value at that epoch."""
+    stopped = (sa.select(sa.func.min(metrics.c.epoch))
+               .where(metrics.c.trial_id == trials.c.id, metrics.c.name == DECISION, metrics.c.value < 0.5)
+               .scalar_subquery())
+    rows = conn.execute(sa.select(trials.c.params, trials.c.status, trials.c.objective, stopped)
+                        .where(trials.c.study_id == study_id).order_by(trials.c.number))
+    return [(json.loads(params), status, objective, epoch) for params, status, objective, epoch in rows]

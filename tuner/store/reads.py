@@ -8,6 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from tuner.store.engine import Store
+from tuner.store.locked import trial_history
 from tuner.store.schema import COMPLETED, DECISION, metrics, trials
 from tuner.store.studies import get_study
 
@@ -67,6 +68,13 @@ def best_trial(store: Store, study: str) -> TrialRecord | None:
                                   trials.c.objective.is_not(None))
                            .order_by(order, trials.c.number).limit(1)).first()
     return None if row is None else _trial(row)
+
+
+def sampler_history(store: Store, study: str) -> list[tuple[dict, str, float | None, int | None]]:
+    """`LockedStudy.sampler_history` of study `study`, read without its lock: the trials of an
+    earlier study that warm start gives a sampler."""
+    with store.read() as conn:
+        return trial_history(conn, get_study(store, study, conn).id)
 
 
 @dataclass(frozen=True)

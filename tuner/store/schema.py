@@ -22,7 +22,7 @@ STATUSES = (RUNNING, COMPLETED, FAILED, INTERRUPTED, PRUNED)
 # recorded with the trial it is about, and readers of curves leave them out.
 DECISION = "tuner/continue"
 
-STUDY_NAME_MAX = 200  # characters; the rule itself is studies.check_study_name
+STUDY_NAME_MAX = 200  # characters; the rule itself is names.check_study_name
 
 metadata = sa.MetaData()
 
