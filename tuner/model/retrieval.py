@@ -70,13 +70,13 @@ class TwoTowerModel(tfrs.Model):
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         if r.logq == "counts":
             self.unigram = tf.constant(unigram_probabilities(item_counts if logq_counts is None else logq_counts))
-        if n.strategy == "full":
-            self.catalog = tf.range(1, self.num_items + 1, dtype=tf.int32)
-            self.catalog_prior = None if r.logq == "none" else tf.constant(
-                full_softmax_prior(item_counts, logq_counts, r.logq_weight)[1:])
         elif r.logq == "streaming":
             self.estimator = StreamingFrequencyEstimator(r.estimator_buckets, r.estimator_alpha,
                                                          cfg.training.batch_size, name="frequency")
+        if n.strategy == "full":  # the config refuses streaming here: the prior comes from counts
+            self.catalog = tf.range(1, self.num_items + 1, dtype=tf.int32)
+            self.catalog_prior = None if r.logq == "none" else tf.constant(
+                full_softmax_prior(item_counts, logq_counts, r.logq_weight)[1:])
         if n.strategy == "cbns":
             self.cbns_bank = CrossBatchBank(n.cbns_memory_size, m.embedding_dim, name="cbns_bank")
 
