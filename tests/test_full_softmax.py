@@ -111,6 +111,17 @@ def test_full_softmax_refused_when_the_catalog_does_not_fit(monkeypatch):
     memory.check(from_dict({**data, "negatives": {"strategy": "in_batch"}}), "big.yaml")  # sampled: it fits
 
 
+def test_tuner_train_refuses_an_oversize_catalog_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TUNER_MEMORY_MB", "4096")
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump({"dataset": {"name": "synthetic", "num_items": 2_000_000, "num_users": 100,
+                                                "num_interactions": 1000}, "negatives": {"strategy": "full"}}))
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "negatives.strategy: the run needs about" in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
 def test_full_softmax_refuses_the_streaming_estimator():
     with pytest.raises(ConfigError, match="retrieval.logq: streaming estimates how often a column is sampled"):
         from_dict({"negatives": {"strategy": "full"}, "retrieval": {"logq": "streaming"}}, "c.yaml")
