@@ -301,7 +301,7 @@ def test_streaming_logq_updates_only_in_training():
 # --- towers -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max", "attention", "gru"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention", "gru", "recent"])
 def test_history_pooling_masks_padding(pooling):
     model = make_model(model={"history_length": HISTORY, "history_pooling": pooling, "user_features": True,
                               "item_features": True, "query_layers": [16]})

@@ -25,8 +25,8 @@ from tuner.typed import build, one_of, require
 
 DATASETS = ("movielens-100k", "grouplens", "files", "synthetic")
 SPLITS = ("random", "temporal", "leave_last_out")
-POOLINGS = ("mean", "max", "attention", "gru")
-STRATEGIES = ("in_batch", "mns", "cbns")
+POOLINGS = ("mean", "max", "attention", "gru", "recent")
+STRATEGIES = ("in_batch", "mns", "cbns", "full")  # full: every catalog item a negative, if it fits
 CBNS_GRADIENTS = ("balanced", "paper")
 LOGQ = ("none", "counts", "streaming")
 OPTIMIZERS = ("adagrad", "adam", "sgd", "dense_adam", "rmsprop")  # adam, adagrad, sgd: row-sparse on embedding tables
@@ -64,6 +64,7 @@ class ModelConfig:
     history_length: int = 0  # last N items strictly before each interaction; 0 = no history
     history_pooling: str = "mean"
     share_item_embedding: bool = False  # history and candidate tower use one item-id table
+    last_item: bool = False  # the history's latest item, from a table of its own, beside the pooled history
     query_layers: list[int] = field(default_factory=list)  # hidden sizes of the query MLP
     candidate_layers: list[int] = field(default_factory=list)
     dropout: float = 0.0
@@ -104,6 +105,7 @@ class TrainingConfig:
     use_weights: bool = False  # weight each interaction's loss by its weight column (e.g. rating)
     early_stopping_patience: int = 0  # epochs without val improvement before stopping; 0 = off
     weight_decay: float = 0.0  # decoupled: each step every weight shrinks by learning_rate·weight_decay
+    recency_half_life: float = 0.0  # share of the training log over which a row's loss weight halves; 0 = off
 
 
 @dataclass
@@ -174,6 +176,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
     one_of(m.history_pooling, POOLINGS, source, "model.history_pooling")
     require(not m.share_item_embedding or m.history_length > 0, source, "model.share_item_embedding",
              "needs model.history_length > 0 (it shares the history's item embedding with the candidate tower)")
+    require(not m.last_item or m.history_length > 0, source, "model.last_item",
+            "needs model.history_length > 0 (it embeds the history's most recent item)")
     for key in ("query_layers", "candidate_layers"):
         require(all(x >= 1 for x in getattr(m, key)), source, f"model.{key}", "layer sizes must be >= 1")
     require(0 <= m.dropout < 1, source, "model.dropout", "must be in [0, 1)")
@@ -181,7 +185,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
     require(0 <= m.id_dropout < 1, source, "model.id_dropout", "must be in [0, 1)")
     if m.towers is not None:  # format only: the module is imported when the model is built
         usercode.parse(m.towers, f"{source}: model.towers")
-        for key in ("history_pooling", "query_layers", "candidate_layers", "dropout"):
+        for key in ("history_pooling", "last_item", "query_layers", "candidate_layers", "dropout"):
             default = getattr(ModelConfig(), key)
             require(getattr(m, key) == default, source, f"model.{key}", f"a setting of the built-in towers, "
                     f"unused with model.towers: leave it at {default!r} (the towers function reads model.params)")
@@ -202,6 +206,9 @@ def validate(cfg: Config, source: str = "config") -> Config:
     require(n.mns_batch_size >= 1, source, "negatives.mns_batch_size", "must be >= 1")
     require(n.cbns_warmup_steps >= 0, source, "negatives.cbns_warmup_steps", "must be >= 0")
     one_of(n.cbns_gradient, CBNS_GRADIENTS, source, "negatives.cbns_gradient")
+    require(n.strategy != "full" or r.logq != "streaming", source, "retrieval.logq",
+            "streaming estimates how often a column is sampled; negatives.strategy full samples none: "
+            "use none or counts (counts: logq_weight and logq_window set a popularity prior)")
     if n.strategy == "cbns":
         require(n.cbns_memory_size >= t.batch_size, source, "negatives.cbns_memory_size",
                  f"{n.cbns_memory_size} is smaller than training.batch_size {t.batch_size}; the bank must hold at least one batch")
@@ -214,6 +221,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
     require(t.learning_rate * t.weight_decay < 1, source, "training.weight_decay",
             f"learning_rate × weight_decay = {t.learning_rate * t.weight_decay:g} must be < 1 "
             "(each step multiplies every weight by 1 − learning_rate·weight_decay)")
+    require(t.recency_half_life >= 0, source, "training.recency_half_life",
+            "must be >= 0 (0 = off; 0.25: a row a quarter of the training log old weighs half the latest)")
     if t.early_stopping_patience:
         require(s.val_fraction > 0 or s.method == "leave_last_out", source, "training.early_stopping_patience",
                  "needs a validation split (split.val_fraction > 0)")

@@ -45,6 +45,7 @@ class Part:
     key: str  # the config key that makes this part grow
     what: str
     bytes: int
+    remedy: str = ""  # what to do when this part does not fit; default: lower `key`
 
 
 def size_of_dataset(dataset) -> DataSize:
@@ -100,6 +101,8 @@ def estimate(cfg, size: DataSize) -> list[Part]:
     tables = size.users + 1 + 2 * (size.items + 1) + size.feature_vocab  # items: the tower and its export
     if m.history_length and not m.share_item_embedding:
         tables += size.items + 1
+    if m.history_length and m.last_item:
+        tables += size.items + 1
     parts = [
         Part(_table_key(cfg), f"embedding tables of {tables:,} rows × {d:,} with {t.optimizer}'s state",
              tables * d * FLOAT * trained),
@@ -122,11 +125,14 @@ def estimate(cfg, size: DataSize) -> list[Part]:
         key = "negatives.cbns_memory_size" if n.cbns_memory_size > batch else key
         parts.append(Part("negatives.cbns_memory_size", f"a bank of {n.cbns_memory_size:,} × {d:,}",
                           3 * n.cbns_memory_size * (d + 2) * FLOAT))
-    parts.append(Part(key, f"softmax scores {batch:,} × {columns:,}", SCORE_COPIES * batch * columns * FLOAT))
+    if n.strategy == "full":
+        parts += _full_softmax(cfg, size, batch)
+    else:
+        parts.append(Part(key, f"softmax scores {batch:,} × {columns:,}", SCORE_COPIES * batch * columns * FLOAT))
     if r.logq == "streaming":
         parts.append(Part("retrieval.estimator_buckets", f"{r.estimator_buckets:,} estimator buckets",
                           r.estimator_buckets * 3 * FLOAT))
-    query_inputs = _features(size.user_features, m.user_features) + bool(m.history_length)
+    query_inputs = _features(size.user_features, m.user_features) + bool(m.history_length) + bool(m.last_item)
     item_inputs = _features(size.item_features, m.item_features)
     for key, hidden, extra in (("model.query_layers", m.query_layers, query_inputs),
                                ("model.candidate_layers", m.candidate_layers, item_inputs)):
@@ -140,6 +146,18 @@ def estimate(cfg, size: DataSize) -> list[Part]:
     chunk = min(max(e.memory_mb << 20, (size.items + 1) * FLOAT), queries * (size.items + 1) * FLOAT)
     parts.append(Part("evaluation.memory_mb", f"evaluation chunks of {chunk >> 20:,} MiB", SCORE_COPIES * chunk))
     return parts
+
+
+def _full_softmax(cfg, size: DataSize, batch: int) -> list[Part]:
+    """negatives.strategy full: each step scores the batch against every item, and the candidate
+    tower encodes the whole catalog (its id rows, feature bags and layers) forward and backward."""
+    m, items = cfg.model, size.items
+    remedy = "use negatives.strategy in_batch, mns or cbns, or lower training.batch_size"
+    width = m.embedding_dim * (1 + _features(size.item_features, m.item_features)) + sum(m.candidate_layers)
+    return [Part("negatives.strategy", f"a full softmax's scores {batch:,} × {items:,} (every item a column)",
+                 SCORE_COPIES * batch * items * FLOAT, remedy),
+            Part("negatives.strategy", f"the whole catalog through the candidate tower each step, {items:,} × {width:,}",
+                 SCORE_COPIES * items * (width + m.embedding_dim) * FLOAT, remedy)]
 
 
 def _table_key(cfg) -> str:
@@ -196,7 +214,7 @@ def check(cfg, source: str = "config", dataset=None) -> None:
             f" for {size.users:,} users, {size.items:,} items and {size.interactions:,} interactions")
     raise ConfigError(f"{source}: {worst.key}: the run needs about {_gib(total)} of memory{data}, "
                       f"{_gib(worst.bytes)} of it for {worst.what}; this machine has {_gib(budget)} available "
-                      f"(lower {worst.key}, or set TUNER_MEMORY_MB to plan for a bigger machine)")
+                      f"({worst.remedy or f'lower {worst.key}'}, or set TUNER_MEMORY_MB to plan for a bigger machine)")
 
 
 def _gib(n: int) -> str:

@@ -218,7 +218,7 @@ def run(cfg: Config, split: Split, out_dir: str | Path | None = None, on_epoch: 
     t, n = cfg.training, cfg.negatives
     stream = train_dataset(split.train, t.batch_size, cfg.seed, split.dataset.num_items,
                            uniform_negatives=n.mns_batch_size if n.strategy == "mns" else 0,
-                           use_weights=t.use_weights)
+                           use_weights=t.use_weights, recency_half_life=t.recency_half_life)
     loop = _EpochLoop(cfg, split, on_epoch, log)
     model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, verbose=0, callbacks=[loop])
     trained = time.perf_counter()

@@ -17,11 +17,15 @@ from tuner.data.types import Interactions
 
 
 def train_dataset(inter: Interactions, batch_size: int, seed: int, num_items: int,
-                  uniform_negatives: int = 0, use_weights: bool = False) -> tf.data.Dataset:
+                  uniform_negatives: int = 0, use_weights: bool = False,
+                  recency_half_life: float = 0.0) -> tf.data.Dataset:
     """Shuffled (reshuffled every epoch) batches of {"user", "item", "weight"[, "history"]
-    [, "uniform_negatives"]}; the last partial batch is kept."""
+    [, "uniform_negatives"]}; the last partial batch is kept. `recency_half_life` > 0 multiplies
+    each weight by `recency_weights`."""
     n = len(inter)
     weight = inter.weight if use_weights else np.ones(n, np.float32)
+    if recency_half_life > 0:
+        weight = weight * recency_weights(n, recency_half_life)
     columns = {"user": inter.user, "item": inter.item, "weight": weight}
     if inter.history is not None:
         columns["history"] = inter.history
@@ -48,3 +52,12 @@ def train_dataset(inter: Interactions, batch_size: int, seed: int, num_items: in
     # a probe that would count one step too many on the optimizer (the CBNS warm-up clock).
     steps = -(-n // batch_size)
     return batches.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def recency_weights(n: int, half_life: float) -> np.ndarray:
+    """float32[n] for a time-ordered log of n rows: 1 for the latest row, halving every `half_life`
+    share of the log back, rescaled to mean 1 (the loss keeps its scale, so the learning rate
+    means the same). When test follows train in time, recent rows say more about it."""
+    age = (n - 1 - np.arange(n)) / max(n, 1)
+    weight = 0.5 ** (age / half_life)
+    return (weight / weight.mean()).astype(np.float32)

@@ -1,10 +1,11 @@
-"""The two-tower retrieval model: towers, negatives (in-batch, MNS, CBNS), logQ, hard negatives.
+"""The two-tower retrieval model: towers, negatives (in-batch, MNS, CBNS, full), logQ, hard negatives.
 
 The loss is a sampled softmax built from the pieces in `softmax.py` (TFRS's, without its clip
 of q at 1e-6): scores divided by the temperature, minus log q per column, accidental hits
 masked, optionally only the hardest negatives. This module decides which columns exist (the
 batch's positives, then MNS draws or CBNS bank rows as extra negatives for every query) and
-what q each column gets. Top-K metrics are never computed here: evaluation is a separate
+what q each column gets; `full` scores every query against the whole catalog instead (an exact
+softmax, nothing sampled). Top-K metrics are never computed here: evaluation is a separate
 full-corpus pass (docs/design.md, "Metrics").
 """
 from __future__ import annotations
@@ -22,8 +23,8 @@ from tuner.model.custom import TowersContext, user_towers
 from tuner.model.frequency import StreamingFrequencyEstimator
 from tuner.model.regularization import l2_penalty, regularized_weights
 from tuner.model.sampling import mns_mixture_probability, unigram_probabilities, window_counts
-from tuner.model.softmax import (accidental_hits, balanced_cross_batch_loss, corrected_logits, cross_entropy,
-                                 log_probability)
+from tuner.model.softmax import (accidental_hits, balanced_cross_batch_loss, catalog_cross_entropy,
+                                 corrected_logits, cross_entropy, log_probability)
 from tuner.model.towers import CandidateTower, OovEmbedding, QueryTower
 
 
@@ -57,9 +58,11 @@ class TwoTowerModel(tfrs.Model):
                 history = (self.candidate_tower.item_embedding if m.share_item_embedding else
                            OovEmbedding(num_items + 1, m.embedding_dim, np.asarray(item_counts) > 0, m.id_dropout,
                                         name="history_embedding"))
+            last_item = OovEmbedding(num_items + 1, m.embedding_dim, np.asarray(item_counts) > 0, m.id_dropout,
+                                     name="last_item_embedding") if m.last_item else None
             self.query_tower = QueryTower(num_users, m.embedding_dim, user_features or {}, history,
                                           m.history_pooling, m.query_layers, m.dropout, m.normalize,
-                                          known_users=known_users, id_dropout=m.id_dropout)
+                                          known_users=known_users, id_dropout=m.id_dropout, last_item=last_item)
         self.temperature, self.hard_negatives = r.temperature, r.hard_negatives
         self.remove_accidental_hits = r.remove_accidental_hits
         self.strategy, self.logq, self.logq_weight = n.strategy, r.logq, r.logq_weight
@@ -70,6 +73,10 @@ class TwoTowerModel(tfrs.Model):
         elif r.logq == "streaming":
             self.estimator = StreamingFrequencyEstimator(r.estimator_buckets, r.estimator_alpha,
                                                          cfg.training.batch_size, name="frequency")
+        if n.strategy == "full":  # the config refuses streaming here: the prior comes from counts
+            self.catalog = tf.range(1, self.num_items + 1, dtype=tf.int32)
+            self.catalog_prior = None if r.logq == "none" else tf.constant(
+                full_softmax_prior(item_counts, logq_counts, r.logq_weight)[1:])
         if n.strategy == "cbns":
             self.cbns_bank = CrossBatchBank(n.cbns_memory_size, m.embedding_dim, name="cbns_bank")
 
@@ -142,6 +149,8 @@ class TwoTowerModel(tfrs.Model):
                                  "(int32 [batch, history_length], 0 = padding)")
             query_features["history"] = features["history"]
         queries = self.query_tower(query_features, training=training)
+        if self.strategy == "full":
+            return self.full_softmax_loss(queries, items, features.get("weight"), training)
         positives = self.candidate_tower(items, training=training)
 
         if training and self.logq == "streaming":
@@ -185,6 +194,29 @@ class TwoTowerModel(tfrs.Model):
                 stored_log_q = batch_log_q if p is not None else tf.zeros_like(items, tf.float32)
                 self.cbns_bank.enqueue(positives, items, stored_log_q)
         return loss
+
+    def full_softmax_loss(self, queries: tf.Tensor, items: tf.Tensor, weight: tf.Tensor | None,
+                          training=False) -> tf.Tensor:
+        """Cross-entropy over the whole catalog: the candidate tower encodes all N items every step
+        (with item features and layers too), and every item but the positive is a negative."""
+        catalog = self.candidate_tower(self.catalog, training=training)
+        logits = corrected_logits(queries, catalog, self.temperature, self.catalog_prior)
+        return catalog_cross_entropy(logits, items, weight, self.hard_negatives)
+
+
+def full_softmax_prior(item_counts: np.ndarray, logq_counts: np.ndarray | None, weight: float) -> np.ndarray:
+    """The term a full softmax subtracts from item j's logit so that the towers learn the scores that
+    an in-batch softmax with the same logQ settings learns: w·log q_window(j) − log q(j), float32[N + 1].
+
+    In-batch columns are drawn by training frequency q, so subtracting w·log q_window makes the
+    towers learn log p(j | user) − log q(j) + w·log q_window(j); the full softmax draws nothing
+    (q is uniform, a constant), so the same scores need this whole term. It is 0 at w = 1 over the
+    whole log (logQ is then exact and has nothing to correct); w > 1 keeps popularity in the scores,
+    and a window favours items whose popularity rises toward the end of training.
+    """
+    log_q = np.log(unigram_probabilities(item_counts).astype(np.float64))
+    window = log_q if logq_counts is None else np.log(unigram_probabilities(logq_counts).astype(np.float64))
+    return (weight * window - log_q).astype(np.float32)
 
 
 def build_model(cfg: Config, split: Split, model_cls: type[TwoTowerModel] = TwoTowerModel) -> TwoTowerModel:

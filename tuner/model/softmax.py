@@ -70,6 +70,25 @@ def cross_entropy(logits: tf.Tensor, hits: tf.Tensor | None = None, sample_weigh
     return tf.reduce_sum(losses) / tf.cast(num_queries, losses.dtype)
 
 
+def catalog_cross_entropy(logits: tf.Tensor, positives: tf.Tensor, sample_weight: tf.Tensor | None = None,
+                          hard_negatives: int = 0) -> tf.Tensor:
+    """The full softmax: cross-entropy over every item of the catalog, a (weighted) mean per query: float32[].
+
+    logits z [B, N] score each query against all N items (column j is item j + 1); positives
+    int32[B] are item indices 1..N. Every item is a column exactly once, so the only column
+    holding the positive is its own: nothing to mask. mean_i w_i·(log Σ_j exp z_ij − z_i,pos_i),
+    divided by B as in `cross_entropy`; `hard_negatives` > 0 keeps that many highest-scoring
+    negatives per query beside the positive.
+    """
+    labels = tf.one_hot(tf.cast(positives, tf.int32) - 1, tf.shape(logits)[1], dtype=logits.dtype)
+    if hard_negatives > 0:
+        logits, labels = tfrs.layers.loss.HardNegativeMining(hard_negatives)(logits, labels)
+    losses = tf.nn.softmax_cross_entropy_with_logits(labels, logits)
+    if sample_weight is not None:
+        losses = losses * tf.cast(sample_weight, losses.dtype)
+    return tf.reduce_sum(losses) / tf.cast(tf.shape(logits)[0], losses.dtype)
+
+
 def diagonal_cross_entropy(logits: tf.Tensor, hits: tf.Tensor | None = None) -> tf.Tensor:
     """−log softmax(z)[i, i] per query, float32[B], for logits z [B, C] with the columns where hits is true masked.
 

@@ -12,7 +12,10 @@ import tuner  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 
+from tuner.config import POOLINGS
 from tuner.data.types import Feature
+
+RECENT_HALF_LIFE = 3.0  # items: the initial weight halves every 3 steps back (then learned)
 
 
 def masked_mean(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -86,19 +89,39 @@ class HistoryPooling(tf.keras.layers.Layer):
 
     mean / max: over the valid items. attention: softmax over valid items of a learned additive
     score (the last Dense's kernel is the learned query). gru: the final state of a GRU that
-    skips masked steps. A history with no valid items pools to zeros in every mode.
+    skips masked steps. recent: softmax over valid items of a learned weight per age, which
+    starts as an exponential decay with the item's age (RECENT_HALF_LIFE items): the next item
+    follows the last few more than the rest (leave-last-out). A history with no valid items pools
+    to zeros in every mode.
     """
 
     def __init__(self, pooling: str, dim: int, **kwargs):
         super().__init__(name=f"history_{pooling}", **kwargs)
-        if pooling not in ("mean", "max", "attention", "gru"):
-            raise ValueError(f"model.history_pooling: {pooling!r} is not one of mean, max, attention, gru")
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.history_pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
         self.pooling = pooling
         if pooling == "attention":
             self.project = tf.keras.layers.Dense(dim, activation="tanh")
             self.score = tf.keras.layers.Dense(1, use_bias=False)
         elif pooling == "gru":
             self.gru = tf.keras.layers.GRU(dim)
+
+    def build(self, input_shape):
+        if self.pooling == "recent":  # slot N - 1 holds the most recent item (histories are left-padded)
+            age = np.arange(int(input_shape[1]) - 1, -1, -1, dtype=np.float32)
+            self.position_logits = self.add_weight(
+                name="position_logits", shape=[len(age)],
+                initializer=tf.keras.initializers.Constant(-np.log(2.0) / RECENT_HALF_LIFE * age))
+        super().build(input_shape)
+
+    def weights_of(self, mask: tf.Tensor) -> tf.Tensor:
+        """recent pooling's weights [B, N] over the slots where mask [B, N] is true (each row sums to 1).
+
+        An item's age counts the valid items after it, so padding between items is skipped (as
+        the GRU skips it) and the latest valid item always reads the last position's weight."""
+        later = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
+        logits = tf.gather(self.position_logits, tf.shape(mask)[1] - 1 - later)
+        return tf.nn.softmax(tf.where(mask, logits, -1e9), axis=1) * tf.cast(mask, tf.float32)
 
     def call(self, x: tf.Tensor, mask: tf.Tensor, training=False) -> tf.Tensor:
         any_valid = tf.reduce_any(mask, axis=1, keepdims=True)
@@ -112,6 +135,8 @@ class HistoryPooling(tf.keras.layers.Layer):
             # Masked slots get weight exactly 0 (exp underflows), so padding cannot leak in.
             weights = tf.nn.softmax(tf.where(mask, logits, -1e9), axis=1) * tf.cast(mask, x.dtype)
             return tf.reduce_sum(x * weights[..., None], axis=1)
+        if self.pooling == "recent":
+            return tf.reduce_sum(x * self.weights_of(mask)[..., None], axis=1)
         return tf.where(any_valid, self.gru(x, mask=mask, training=training), 0.0)
 
 
@@ -170,18 +195,22 @@ class QueryTower(tf.keras.layers.Layer):
     an optional MLP. `history_embedding` is the candidate tower's item embedding layer when the
     config shares it (the same variables serve both towers), else a separate table.
     `known_users`, `id_dropout`: the out-of-vocabulary rule of `OovEmbedding` for the user id.
+    `last_item`: a table of its own for the history's most recent item, concatenated beside the
+    pooled history: "what came after this item" is learned apart from what the item is, so the
+    query can follow transitions (a → b without b → a), which a shared table pooled cannot.
     """
 
     def __init__(self, num_users: int, dim: int, features: dict[str, Feature],
                  history_embedding: tf.keras.layers.Embedding | None, pooling: str,
                  hidden: list[int], dropout: float, normalize: bool, known_users: np.ndarray | None = None,
-                 id_dropout: float = 0.0, **kwargs):
+                 id_dropout: float = 0.0, last_item: OovEmbedding | None = None, **kwargs):
         super().__init__(name="query_tower", **kwargs)
         self.user_embedding = OovEmbedding(num_users + 1, dim, known_users, id_dropout, name="user_embedding")
         self.features = [FeatureEmbedding(n, f, dim) for n, f in sorted(features.items())]
         self.history_embedding = history_embedding
         self.pooling = HistoryPooling(pooling, dim) if history_embedding is not None else None
-        width = dim * (1 + len(self.features) + (history_embedding is not None))
+        self.last_item = last_item
+        width = dim * (1 + len(self.features) + (history_embedding is not None) + (last_item is not None))
         self.head = _head(width, hidden, dim, dropout, "query_mlp")
         self.normalize = normalize
 
@@ -193,6 +222,8 @@ class QueryTower(tf.keras.layers.Layer):
                 history = tf.cast(features["history"], tf.int32)
                 embedded = self.history_embedding(history, training=training)
                 parts.append(self.pooling(embedded, history != 0, training=training))
+                if self.last_item is not None:  # slot -1: the latest item (0, padding, reads the OOV row)
+                    parts.append(self.last_item(history[:, -1], training=training))
             else:  # no history known (e.g. serving by user id alone): the same as an all-padding one
-                parts.append(tf.zeros_like(parts[0]))
+                parts.extend([tf.zeros_like(parts[0])] * (1 + (self.last_item is not None)))
         return _finish(tf.concat(parts, axis=-1), self.head, self.normalize, training)
