@@ -16,8 +16,9 @@ from tuner import typed
 ORACLES = ("random", "bayesian", "hyperband", "grid")
 DIRECTIONS = ("max", "min")
 ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
-RUN_ONLY = ("workers", "study", "engine")  # settings of one `tuner search` run, not of the study it runs
+RUN_ONLY = ("workers", "study", "engine", "trials_per_process")  # settings of one `tuner search` run, not of the study it runs
 HYPERBAND_ONLY = ("max_epochs", "factor")  # read by the Hyperband oracle alone
+TRIALS_PER_PROCESS = 10  # None: one process for the whole study
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class SearchSettings:
     retries: int = 1  # re-queues of a trial whose worker died
     study: str = ""  # default: the file's stem
     engine: str = "local"  # "ray": `tuner search` places the workers on a Ray cluster, as --ray does
+    # A worker process hands its place to a fresh one (same worker id) after this many trials: every
+    # trial builds a new TensorFlow graph and a process only grows (experiments/benchmarks/worker_memory.py).
+    trials_per_process: int | None = TRIALS_PER_PROCESS
     early_terminate: dict[str, Any] | None = None  # checked, defaults filled: {"type": "hyperband", "min_iter": 1, "eta": 3}
 
     def replace(self, source: str, **changes) -> SearchSettings:
@@ -55,7 +59,7 @@ def search_settings(values: dict, source: str, objectives: Sequence[str] | None 
         typed.one_of(s.objective, objectives, source, "search.objective")
     typed.require(s.max_trials is not None or s.oracle in ("hyperband", "grid"), source, "search.max_trials",
                    f"required for oracle {s.oracle}")
-    for key, low in (("max_trials", 1), ("workers", 1), ("retries", 0), ("factor", 2)):
+    for key, low in (("max_trials", 1), ("workers", 1), ("retries", 0), ("factor", 2), ("trials_per_process", 1)):
         typed.require(getattr(s, key) is None or getattr(s, key) >= low, source, f"search.{key}",
                        f"must be >= {low} (got {getattr(s, key)})")
     if s.oracle == "hyperband":
