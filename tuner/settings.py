@@ -18,7 +18,12 @@ DIRECTIONS = ("max", "min")
 ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
 RUN_ONLY = ("workers", "study", "engine", "trials_per_process")  # settings of one `tuner search` run, not of the study it runs
 HYPERBAND_ONLY = ("max_epochs", "factor")  # read by the Hyperband oracle alone
-TRIALS_PER_PROCESS = 10  # None: one process for the whole study
+# A worker hands over to a fresh process after this many trials (None: one process for the whole
+# study). Measured (experiments/benchmarks/worker_memory.py, 50 one-epoch MovieLens-100K trials):
+# RSS after trial 50 over after trial 5 1.02 with 10 (1.01 with 5, 1.19 in one process); a fresh
+# process costs ~20 s (Python, TensorFlow, the data, the first trace), 2-12% of ten full.yaml
+# trials (median 94 s unpruned, 18 s under hyperband): 5 would double that for little memory.
+TRIALS_PER_PROCESS = 10
 
 
 @dataclass(frozen=True)
