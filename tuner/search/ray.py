@@ -19,7 +19,7 @@ import threading
 import time
 
 from tuner.errors import ConfigError, TunerError
-from tuner.search.worker import HAND_OVER, HAND_OVER_EXIT
+from tuner.search.worker import HAND_OVER, HAND_OVER_EXIT, sigterm_as_interrupt
 from tuner.store.engine import mask_url, one_line
 
 # An actor that keeps dying (a node that keeps failing, a trial that always runs out of memory)
@@ -44,8 +44,6 @@ def run_ray_workers(address: str, store_url: str, study: str, workers: int, *, c
     `trials_per_process` trials is replaced by a fresh one with the same worker id."""
     if cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker: {cpus_per_worker} must be > 0")
-    from tuner.search.worker import sigterm_as_interrupt
-
     ray = _import_ray()
     if not ray.is_initialized():
         _connect(ray, address)
@@ -55,6 +53,7 @@ def run_ray_workers(address: str, store_url: str, study: str, workers: int, *, c
         _check_workers(nodes, workers, cpus_per_worker, address, "--workers")
         resources = _resources(ray.cluster_resources(), workers, cpus_per_worker, len(nodes), log)
         actor_class = ray.remote(concurrency_groups={"control": 1})(RayWorker)
+
         def new_actor(i: int):
             return actor_class.options(max_restarts=MAX_RESTARTS, scheduling_strategy="SPREAD", **resources).remote(
                 store_url, study, f"ray{i}", os.getcwd(), trial_fn, trials_per_process)
