@@ -358,7 +358,7 @@ ERRORS = [
     ("unknown search key",
      {"search": {"oracle": "random", "trials": 5}},
      "unknown key 'search.trials' (allowed: oracle, objective, direction, max_trials, workers, seed, max_epochs, "
-     "factor, retries, study, engine, early_terminate)"),
+     "factor, retries, study, engine, trials_per_process, early_terminate)"),
     ("bad oracle",
      {"search": {"oracle": "tpe"}},
      "search.oracle: 'tpe' is not one of random, bayesian, hyperband, grid"),
