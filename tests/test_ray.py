@@ -338,6 +338,20 @@ def test_ctrl_c_stops_the_actors_and_requeues_their_trials(ray_cluster, postgres
     assert not any(_alive(t.pid) for t in running), "a worker actor outlived Ctrl-C"
 
 
+def test_a_worker_hands_over_to_a_fresh_actor_with_the_same_worker_id(ray_cluster, postgres_url, tmp_path):
+    """`search.trials_per_process: 2`, one worker, three trials: the actor that ran two is replaced by a
+    fresh one (another process) under the same worker id; every trial runs once, none is lost."""
+    store = open_store(postgres_url)
+    space = tiny_space(tmp_path, epochs=1, engine="ray", max_trials=3, trials_per_process=2)
+    search = start_search(ray_cluster, tmp_path, "--space", str(space), "--study", "ho", "--workers", "1",
+                          "--storage", postgres_url, env={"RAY_ADDRESS": ray_cluster.address})
+    output = finish(search, tmp_path, timeout=300)
+    assert search.returncode == 0, output[-3000:]
+    trials = list_trials(store, "ho")
+    assert [t.status for t in trials] == [COMPLETED] * 3 and {t.worker for t in trials} == {"ray0"}, output[-3000:]
+    assert trials[0].pid == trials[1].pid != trials[2].pid and "a fresh one takes its place" in output
+
+
 def _study_exists(store, name: str) -> bool:
     from tuner.store import list_studies
 

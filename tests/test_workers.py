@@ -340,6 +340,8 @@ def test_bayesian_needs_scikit_learn_or_runs(sqlite_url):
     ({"max_trials": 0}, "study 's': search.max_trials: must be >= 1 (got 0)"),
     ({"oracle": "hyperband", "max_epochs": None}, "study 's': search.max_epochs: must be >= 1 for hyperband"),
     ({"retries": -1}, "study 's': search.retries: must be >= 0 (got -1)"),
+    ({"trials_per_process": 0}, "study 's': search.trials_per_process: must be >= 1 (got 0)"),
+    ({"trials_per_process": "often"}, "study 's': search.trials_per_process: expected int or null, got 'often'"),
 ])
 def test_bad_search_settings_are_one_line_errors(sqlite_url, settings, message):
     with pytest.raises(ConfigError) as err:
@@ -400,6 +402,17 @@ def start_workers(n, url, tmp_path, sleep):
                                                                               env=env)))
     thread.start()
     return thread, codes
+
+
+def test_a_worker_hands_over_to_a_fresh_process_every_n_trials_and_every_trial_runs_once(sqlite_url):
+    """Memory stays flat when a worker's process ends every few trials: the launcher starts a
+    fresh one with the same worker id, which no other worker may take for a lost one."""
+    store = new_study(sqlite_url, max_trials=5, heartbeat_timeout=3.0)
+    assert start_local_workers(1, sqlite_url, "s", f"{HERE}:pid_trial", trials_per_process=2) == [0]
+    rows = assert_consistent(store, "s", 5)
+    assert len(rows) == 5 and {r.worker for r in rows} == {"w0"}  # nothing failed, lost or re-run
+    pids = [m.value for m in sorted(list_metrics(store, "s"), key=lambda m: m.number) if m.epoch is None and m.name == "pid"]
+    assert [pids.index(pid) for pid in pids] == [0, 0, 2, 2, 4]  # trials 1-2, 3-4 and 5: three processes
 
 
 @pytest.mark.postgres

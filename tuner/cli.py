@@ -107,9 +107,10 @@ def cmd_search(args) -> int:
             from tuner.search.ray import run_ray_workers
 
             codes = run_ray_workers(args.ray or "auto", store.raw_url, name, workers,
-                                    cpus_per_worker=args.cpus_per_worker)
+                                    cpus_per_worker=args.cpus_per_worker, trials_per_process=s.trials_per_process)
         else:
-            codes = start_local_workers(workers, store.raw_url, name, artifacts=args.artifacts)
+            codes = start_local_workers(workers, store.raw_url, name, artifacts=args.artifacts,
+                                        trials_per_process=s.trials_per_process)
     finally:
         stop.set()
         monitor.join(timeout=10)

@@ -20,8 +20,14 @@ DIRECTIONS = ("max", "min")
 ENGINES = ("local", "ray")  # where workers run: processes on this machine, or actors on a Ray cluster
 # settings of one `tuner search` run, not of the study it runs; the study keeps what enqueue and
 # warm_start read (StudySettings.enqueued, .warm_trials), not the files and study they name
-RUN_ONLY = ("workers", "study", "engine", "enqueue", "warm_start")
+RUN_ONLY = ("workers", "study", "engine", "trials_per_process", "enqueue", "warm_start")
 HYPERBAND_ONLY = ("max_epochs", "factor")  # read by the Hyperband oracle alone
+# A worker hands over to a fresh process after this many trials (None: one process for the whole
+# study). Measured (experiments/benchmarks/worker_memory.py, 50 one-epoch MovieLens-100K trials):
+# RSS after trial 50 over after trial 5 1.02 with 10 (1.01 with 5, 1.19 in one process); a fresh
+# process costs ~20 s (Python, TensorFlow, the data, the first trace), 2-12% of ten full.yaml
+# trials (median 94 s unpruned, 18 s under hyperband): 5 would double that for little memory.
+TRIALS_PER_PROCESS = 10
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,9 @@ class SearchSettings:
     retries: int = 1  # re-queues of a trial whose worker died
     study: str = ""  # default: the file's stem
     engine: str = "local"  # "ray": `tuner search` places the workers on a Ray cluster, as --ray does
+    # A worker process hands its place to a fresh one (same worker id) after this many trials: every
+    # trial builds a new TensorFlow graph and a process only grows (experiments/benchmarks/worker_memory.py).
+    trials_per_process: int | None = TRIALS_PER_PROCESS
     early_terminate: dict[str, Any] | None = None  # checked, defaults filled: {"type": "hyperband", "min_iter": 1, "eta": 3}
     enqueue: list[str] = field(default_factory=list)  # training configs run first, their values read at the parameters' paths
     warm_start: dict[str, Any] | None = None  # tpe: {study: NAME, storage: URL (default: this study's)}
@@ -61,7 +70,7 @@ def search_settings(values: dict, source: str, objectives: Sequence[str] | None 
         typed.one_of(s.objective, objectives, source, "search.objective")
     typed.require(s.max_trials is not None or s.oracle in ("hyperband", "grid"), source, "search.max_trials",
                    f"required for oracle {s.oracle}")
-    for key, low in (("max_trials", 1), ("workers", 1), ("retries", 0), ("factor", 2)):
+    for key, low in (("max_trials", 1), ("workers", 1), ("retries", 0), ("factor", 2), ("trials_per_process", 1)):
         typed.require(getattr(s, key) is None or getattr(s, key) >= low, source, f"search.{key}",
                        f"must be >= {low} (got {getattr(s, key)})")
     if s.oracle == "hyperband":

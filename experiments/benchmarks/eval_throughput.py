@@ -79,6 +79,18 @@ def config(args):
     }, "eval_throughput.py")
 
 
+def corpus_and_model(args):
+    """The synthetic corpus of `args` (items, interactions, users, test_fraction) split, an untrained
+    dim-32 model over it, and the seconds the corpus took to load."""
+    import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
+    from tuner.train import build_model_for, prepare_split
+
+    cfg = config(args)
+    started = time.perf_counter()
+    split = prepare_split(cfg)
+    return split, build_model_for(cfg, split), time.perf_counter() - started
+
+
 def previous_rank(scores, q, num_items, ks, memory_mb):
     """The ranking before `tuner.topk` (but for logging): whole score rows through tf.math.top_k."""
     import numpy as np
@@ -153,14 +165,7 @@ def main() -> None:
 
     import numpy as np
 
-    import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
-    from tuner.train import build_model_for, prepare_split
-
-    cfg = config(args)
-    started = time.perf_counter()
-    split = prepare_split(cfg)
-    load_s = time.perf_counter() - started
-    model = build_model_for(cfg, split)
+    split, model, load_s = corpus_and_model(args)
     fns = scorers(model, split, args.sample_users)
     queries = len(np.unique(split.test.user))
     names = list(args.scorers) + (["model (sample)"] if args.sample_users else [])

@@ -57,16 +57,12 @@ def spread(param, n: int = 5) -> list:
     return [round(v) for v in points] if param.distribution == "int_uniform" else points
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--space", default="temp", help="a shipped space's name or a space file")
-    parser.add_argument("--trials", type=int, default=6)
-    args = parser.parse_args()
-
+def measure(space_name: str, trials: int, log=print) -> dict:
+    """The ratios of `trials` pruned trials of the space (after a warm-up trial), as the JSON line has them."""
     from tuner import train
     from tuner.search.hypermodel import TrialRunner
 
-    space = load_space(args.space)
+    space = load_space(space_name)
     streams: list[tuple[float, float]] = []  # when each trial's training stream was ready: its epoch starts
     make_stream = train.train_dataset
 
@@ -76,25 +72,36 @@ def main() -> None:
         return stream
 
     train.train_dataset = timed_stream
-    runner = TrialRunner(space)
-    first = space.parameters[0]
-    values = spread(first)
-    runner(StoppedAfter(space, 0, {first.path: values[0]}))  # warm-up: data, baselines, the first trace
-    rows = []
-    for i in range(args.trials):
-        ctx = StoppedAfter(space, i + 1, {first.path: values[(i + 1) % len(values)]})
-        streams.clear()
-        started = now()
-        runner(ctx)
-        ended = now()
-        trial = [b - a for a, b in zip(started, ended)]
-        epoch = [b - a for a, b in zip(streams[0], ctx.reported[0])]
-        rows.append({"trial_s": round(trial[0], 3), "epoch_s": round(epoch[0], 3),
-                     "wall": round(trial[0] / epoch[0], 3), "cpu": round(trial[1] / epoch[1], 3)})
-        print(f"trial {i + 1}: {rows[-1]}", flush=True)
-    print(json.dumps({"space": args.space, "trials": args.trials,
-                      "pruned_trial_over_epoch": round(statistics.median(r["wall"] for r in rows), 3),
-                      "pruned_trial_over_epoch_cpu": round(statistics.median(r["cpu"] for r in rows), 3)}))
+    try:
+        runner = TrialRunner(space)
+        first = space.parameters[0]
+        values = spread(first)
+        runner(StoppedAfter(space, 0, {first.path: values[0]}))  # warm-up: data, baselines, the first trace
+        rows = []
+        for i in range(trials):
+            ctx = StoppedAfter(space, i + 1, {first.path: values[(i + 1) % len(values)]})
+            streams.clear()
+            started = now()
+            runner(ctx)
+            ended = now()
+            trial = [b - a for a, b in zip(started, ended)]
+            epoch = [b - a for a, b in zip(streams[0], ctx.reported[0])]
+            rows.append({"trial_s": round(trial[0], 3), "epoch_s": round(epoch[0], 3),
+                         "wall": round(trial[0] / epoch[0], 3), "cpu": round(trial[1] / epoch[1], 3)})
+            log(f"trial {i + 1}: {rows[-1]}")
+    finally:
+        train.train_dataset = make_stream
+    return {"space": space_name, "trials": trials,
+            "pruned_trial_over_epoch": round(statistics.median(r["wall"] for r in rows), 3),
+            "pruned_trial_over_epoch_cpu": round(statistics.median(r["cpu"] for r in rows), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="temp", help="a shipped space's name or a space file")
+    parser.add_argument("--trials", type=int, default=6)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.space, args.trials, log=lambda line: print(line, flush=True))))
 
 
 if __name__ == "__main__":

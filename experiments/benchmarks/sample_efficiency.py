@@ -37,8 +37,9 @@ from pathlib import Path
 import yaml
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
-from time_to_quality import FINISHED, ONE_THREAD, read_trials, run_queue, run_study_worker
+from time_to_quality import FINISHED, read_trials, run_queue, start_worker
 from tuner import safe_yaml
+from tuner.settings import TRIALS_PER_PROCESS
 from tuner.store import COMPLETED, PRUNED, list_studies, list_trials, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ def finished(url: str, study: str) -> int:
         return sum(t.status in FINISHED for t in list_trials(store, study))
 
 
-def start_study(out: Path, name: str, trials: int, max_rss_gb: float) -> subprocess.Popen | None:
+def start_study(out: Path, name: str, trials: int, trials_per_process: int) -> subprocess.Popen | None:
     """Starts (or resumes) study `name` ("arm-seed") in a worker process, unless it is finished."""
     from tuner.search import create_or_resume_study
     from tuner.space import load_space_text
@@ -86,10 +87,7 @@ def start_study(out: Path, name: str, trials: int, max_rss_gb: float) -> subproc
     with open_store(url) as store:
         create_or_resume_study(store, study, load_space_text(text, f"{study}.yaml"))
     print(f"{study}: {done} of {trials} trials finished, running the rest", file=sys.stderr, flush=True)
-    with open(out / f"{study}.log", "a") as log:
-        return subprocess.Popen([sys.executable, __file__, "--worker", name, "--out", str(out),
-                                 "--max-rss-gb", str(max_rss_gb)],
-                                env={**os.environ, **ONE_THREAD}, stdout=log, stderr=subprocess.STDOUT)
+    return start_worker(url, study, name, out / f"{study}.log", trials_per_process)
 
 
 def study_rows(out: Path, arm: str, seed: int, trials: int) -> list[dict]:
@@ -166,17 +164,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "sample_efficiency",
                         help="stores and logs (kept with the benchmark, so a stopped run resumes anywhere)")
     parser.add_argument("--no-run", action="store_true", help="only print the tables of the stores as they are")
-    parser.add_argument("--max-rss-gb", type=float, default=2.5, help="a fresh worker once one has grown past this")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--trials-per-process", type=int, default=TRIALS_PER_PROCESS,
+                        help="a fresh worker process after this many trials (search.trials_per_process)")
     args = parser.parse_args()
-    if args.worker:
-        arm, seed = args.worker.rsplit("-", 1)
-        return run_study_worker(store_url(args.out, arm, int(seed)), study_name(arm, int(seed)), args.worker,
-                                args.max_rss_gb)
     args.out.mkdir(parents=True, exist_ok=True)
     names = [f"{arm}-{seed}" for seed in args.seeds for arm in args.arms]  # seed by seed: partial runs compare
     run_queue([] if args.no_run else names, args.jobs, args.out,
-              lambda name: start_study(args.out, name, args.trials, args.max_rss_gb))
+              lambda name: start_study(args.out, name, args.trials, args.trials_per_process))
     means = table(args.out, args.arms, args.seeds, args.trials)
     print(json.dumps(ratios(means)))
 

@@ -2,14 +2,15 @@
 
     python experiments/benchmarks/time_to_quality.py [--trials 40] [--variants none hyperband median]
         [--jobs 3] [--out DIR] [--no-run] [--replay hyperband median hyperband2] [--source URL STUDY]
+        [--trials-per-process 10]
 
 `tuner/spaces/full.yaml` on MovieLens-100K, searched by the same seeded random oracle once per
 variant: `none` (every trial runs all its epochs), `hyperband` ({type: hyperband, min_iter: 1,
 eta: 3}), `median` ({type: median, min_iter: 2}) and, when named, `hyperband2` ({type:
 hyperband, min_iter: 2, eta: 3}). Each variant is one worker (the loop `tuner worker` runs,
 one TensorFlow thread) on its own SQLite store in DIR (default experiments/benchmarks/time_to_quality); `--jobs`
-variants run side by side. A worker that has grown past --max-rss-gb ends after its trial and
-a fresh one goes on. A finished store is read, not run again, so a stopped run resumes where
+variants run side by side. A worker process hands its place to a fresh one after
+`--trials-per-process` trials (`search.trials_per_process`, as `tuner search` runs them). A finished store is read, not run again, so a stopped run resumes where
 it was; `--no-run` prints the tables of the stores as they are.
 
 Training is deterministic and one worker runs the trials in order, so a variant's first n
@@ -42,6 +43,8 @@ import yaml
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner import safe_yaml
+from tuner.search.worker import HAND_OVER_EXIT
+from tuner.settings import TRIALS_PER_PROCESS
 from tuner.store import COMPLETED, FAILED, PRUNED, get_study, list_metrics, list_studies, list_trials, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +66,7 @@ def space_text(variant: str, trials: int) -> str:
         yaml.safe_dump(space, sort_keys=False, default_flow_style=None)
 
 
-def start_variant(out: Path, variant: str, trials: int, max_rss_gb: float) -> subprocess.Popen | None:
+def start_variant(out: Path, variant: str, trials: int, trials_per_process: int) -> subprocess.Popen | None:
     """Starts (or resumes) the variant's study in a worker process, unless `trials` trials finished."""
     from tuner.search import create_or_resume_study
     from tuner.space import load_space_text
@@ -77,43 +80,24 @@ def start_variant(out: Path, variant: str, trials: int, max_rss_gb: float) -> su
         create_or_resume_study(store, study, load_space_text(text, f"{variant}.yaml"))
         print(f"{variant}: {finished(store, study)} of {trials} trials finished, running the rest",
               file=sys.stderr, flush=True)
-    with open(out / f"{variant}.log", "a") as log:
-        return subprocess.Popen([sys.executable, __file__, "--worker", variant, "--out", str(out),
-                                 "--max-rss-gb", str(max_rss_gb)],
-                                env={**os.environ, **ONE_THREAD}, stdout=log, stderr=subprocess.STDOUT)
+    return start_worker(url, study, variant, out / f"{variant}.log", trials_per_process)
 
 
-def worker(out: Path, variant: str, max_rss_gb: float) -> None:
-    """One worker of the variant's study (see `run_study_worker`)."""
-    run_study_worker(store_url(out, variant), f"ttq-{variant}", variant, max_rss_gb)
-
-
-def run_study_worker(url: str, study: str, worker_id: str, max_rss_gb: float) -> None:
-    """One worker of a study (what `tuner worker` runs) that ends after the trial during which
-    its memory passed `max_rss_gb`: a worker building a new graph every trial grows, and the
-    machine is shared; the parent starts a fresh one."""
-    import threading
-
-    from tuner.search import run_worker
-
-    stop = threading.Event()
-
-    def watch():
-        while not stop.wait(10):
-            if rss_gb() > max_rss_gb:
-                print(f"worker memory {rss_gb():.1f} GB > {max_rss_gb} GB: a fresh worker after this trial", flush=True)
-                stop.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        run_worker(url, study, worker_id=worker_id, stop_event=stop)
-    except KeyboardInterrupt:  # the running trial is INTERRUPTED and re-queued: a rerun resumes
-        raise SystemExit(130)
+def start_worker(url: str, study: str, worker_id: str, log_path: Path, trials_per_process: int) -> subprocess.Popen:
+    """One worker process of a study, as `tuner search` starts it (`python -m tuner.search.local`,
+    one TensorFlow thread); it hands over after `trials_per_process` trials and `run_queue` starts
+    a fresh one."""
+    with open(log_path, "a") as log:
+        return subprocess.Popen([sys.executable, "-m", "tuner.search.local", "--study", study, "--worker-id",
+                                 worker_id, "--trials-per-process", str(trials_per_process)],
+                                env={**os.environ, **ONE_THREAD, "TUNER_STORAGE": url}, stdout=log,
+                                stderr=subprocess.STDOUT)
 
 
 def run_queue(names: list[str], jobs: int, out: Path, start) -> None:
     """Runs `start(name)` (a worker process, or None when the name's study is finished) for each
-    name, `jobs` at a time; a worker that ended is followed by a fresh one until its study is done."""
+    name, `jobs` at a time; a worker that ended (or handed over) is followed by a fresh one until
+    its study is done."""
     pending, running = list(names), {}
     while pending or running:
         while pending and len(running) < jobs:
@@ -123,19 +107,12 @@ def run_queue(names: list[str], jobs: int, out: Path, start) -> None:
                 running[proc] = name
         time.sleep(5 if running else 0)
         for proc in [p for p in running if p.poll() is not None]:
-            if proc.returncode:
+            if proc.returncode not in (0, HAND_OVER_EXIT):
                 raise SystemExit(f"a worker failed (exit code {proc.returncode}): see the logs in {out}")
             name = running.pop(proc)
-            again = start(name)  # a fresh worker, if needed
+            again = start(name)  # a fresh worker, if any trial is left
             if again:
                 running[again] = name
-
-
-def rss_gb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
-    return 0.0
 
 
 def store_url(out: Path, variant: str) -> str:
@@ -269,15 +246,13 @@ def main() -> None:
                         help="also replay these pruners on the unpruned run's recorded epochs (epochs only)")
     parser.add_argument("--source", nargs=2, metavar=("URL", "STUDY"),
                         help="replay on this unpruned study's trials instead (e.g. an earlier search's store)")
-    parser.add_argument("--max-rss-gb", type=float, default=2.5, help="a fresh worker once one has grown past this")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--trials-per-process", type=int, default=TRIALS_PER_PROCESS,
+                        help="a fresh worker process after this many trials (search.trials_per_process)")
     args = parser.parse_args()
-    if args.worker:
-        return worker(args.out, args.worker, args.max_rss_gb)
     variants = ["none"] + [v for v in args.variants if v != "none"]  # the reference first
     args.out.mkdir(parents=True, exist_ok=True)
     run_queue([] if args.no_run or args.source else list(variants), args.jobs, args.out,
-              lambda variant: start_variant(args.out, variant, args.trials, args.max_rss_gb))
+              lambda variant: start_variant(args.out, variant, args.trials, args.trials_per_process))
 
     if args.source:
         url, study = args.source

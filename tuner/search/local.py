@@ -11,11 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 from tuner.errors import ConfigError, TunerError, error_line
 from tuner.safe_yaml import quote
 from tuner.search.trial import load_trial_fn
-from tuner.search.worker import run_worker, sigterm_as_interrupt
+from tuner.search.worker import HAND_OVER, HAND_OVER_EXIT, run_worker, sigterm_as_interrupt
 from tuner.store import mask_url
 
 
@@ -75,11 +76,12 @@ def check_local_workers(n: int, where: str) -> None:
 
 def start_local_workers(n: int, store_url: str | None, study: str, trial_fn_spec: str | None = None, *,
                         worker_prefix: str = "w", env: dict[str, str] | None = None,
-                        artifacts: str | None = None) -> list[int]:
+                        artifacts: str | None = None, trials_per_process: int | None = None) -> list[int]:
     """Runs `n` worker processes on this machine until the study is done; their exit codes
     (`tuner search` first holds `n` to `check_local_workers`; callers here choose freely).
     `trial_fn_spec` None: the built-in trial (train the study's space); else a
-    "module:function" or "file.py:function" that every child loads.
+    "module:function" or "file.py:function" that every child loads. A child that has run
+    `trials_per_process` trials leaves between trials and a fresh one takes its worker id.
 
     Children get their own session, so Ctrl-C reaches them once, forwarded from here.
     The store URL travels in TUNER_STORAGE, not on command lines that `ps` shows.
@@ -89,20 +91,21 @@ def start_local_workers(n: int, store_url: str | None, study: str, trial_fn_spec
     if store_url and "***" in store_url and mask_url(store_url) == store_url:
         raise ConfigError(f"{store_url}: a masked URL (Store.url); pass Store.raw_url to worker processes")
     gpus = gpu_count()
-    procs = []
-    for i in range(n):
+
+    def start(i: int) -> subprocess.Popen:
         child_env = {**os.environ, **(env or {}), **worker_env(i, n, gpus)}
         if store_url:
             child_env["TUNER_STORAGE"] = store_url
         cmd = [sys.executable, "-m", "tuner.search.local", "--study", study, "--worker-id", f"{worker_prefix}{i}"]
-        if trial_fn_spec is not None:
-            cmd += ["--trial-fn", trial_fn_spec]
-        if artifacts is not None:
-            cmd += ["--artifacts", artifacts]
-        procs.append(subprocess.Popen(cmd, env=child_env, start_new_session=True))
+        for flag, value in (("--trial-fn", trial_fn_spec), ("--artifacts", artifacts),
+                            ("--trials-per-process", trials_per_process)):
+            cmd += [] if value is None else [flag, str(value)]
+        return subprocess.Popen(cmd, env=child_env, start_new_session=True)
+
+    procs = [start(i) for i in range(n)]
     try:
         with sigterm_as_interrupt():
-            return [p.wait() for p in procs]
+            return wait_handing_over(procs, start)
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:
@@ -116,6 +119,21 @@ def start_local_workers(n: int, store_url: str | None, study: str, trial_fn_spec
         raise
 
 
+def wait_handing_over(procs: list[subprocess.Popen], start) -> list[int]:
+    """Waits for every worker process; one that leaves with HAND_OVER_EXIT is replaced in the
+    list (Ctrl-C forwarding reads it) by `start(i)`, a fresh one with the same worker id."""
+    codes: list[int | None] = [None] * len(procs)
+    while None in codes:
+        for i, proc in enumerate(procs):
+            if codes[i] is None and proc.poll() is not None:
+                if proc.returncode == HAND_OVER_EXIT:
+                    procs[i] = start(i)
+                else:
+                    codes[i] = proc.returncode
+        time.sleep(0.1)
+    return codes
+
+
 def main(argv: list[str] | None = None) -> int:
     """One worker until its study has no trials left. Exit codes: 0 done, 2 a TunerError
     (printed as its one line), 130 interrupted; anything else is a bug and shows its traceback."""
@@ -127,16 +145,19 @@ def main(argv: list[str] | None = None) -> int:
                                            "(default: train the study's space)")
     parser.add_argument("--worker-id")
     parser.add_argument("--artifacts", help="folder for Hyperband checkpoints (default: beside a SQLite store)")
+    parser.add_argument("--trials-per-process", type=int,
+                        help=f"leave with exit code {HAND_OVER_EXIT} after this many trials, for a fresh process")
     args = parser.parse_args(argv)
     try:
-        run_worker(args.storage, args.study, worker_id=args.worker_id, trial_fn=args.trial_fn,
-                   log=lambda m: print(m, flush=True), artifacts=args.artifacts)
+        left = run_worker(args.storage, args.study, worker_id=args.worker_id, trial_fn=args.trial_fn,
+                          log=lambda m: print(m, flush=True), artifacts=args.artifacts,
+                          trials_per_process=args.trials_per_process)
     except KeyboardInterrupt:
         return 130
     except TunerError as exc:
         print(error_line(str(exc)), file=sys.stderr)
         return 2
-    return 0
+    return HAND_OVER_EXIT if left == HAND_OVER else 0
 
 
 if __name__ == "__main__":

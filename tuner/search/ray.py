@@ -19,6 +19,7 @@ import threading
 import time
 
 from tuner.errors import ConfigError, TunerError
+from tuner.search.worker import HAND_OVER, HAND_OVER_EXIT, sigterm_as_interrupt
 from tuner.store.engine import mask_url, one_line
 
 # An actor that keeps dying (a node that keeps failing, a trial that always runs out of memory)
@@ -34,16 +35,15 @@ INTERRUPTED = 130  # a worker's exit code after Ctrl-C, as for local worker proc
 
 
 def run_ray_workers(address: str, store_url: str, study: str, workers: int, *, cpus_per_worker: float = 1.0,
-                    trial_fn: str | None = None, log=print) -> list[int]:
+                    trial_fn: str | None = None, log=print, trials_per_process: int | None = None) -> list[int]:
     """Runs `workers` worker actors on the Ray cluster at `address` ("auto": the cluster this
     machine belongs to) until the study has no trials left; their exit codes (0 done, 1 lost
     for good, 2 error, 130 interrupted). Ctrl-C interrupts every actor's running trial (it is
     marked INTERRUPTED and re-queued), then re-raises KeyboardInterrupt. Connects unless
-    `check_room` has (it is called before the study is created)."""
+    `check_room` has (it is called before the study is created). An actor that has run
+    `trials_per_process` trials is replaced by a fresh one with the same worker id."""
     if cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker: {cpus_per_worker} must be > 0")
-    from tuner.search.worker import sigterm_as_interrupt
-
     ray = _import_ray()
     if not ray.is_initialized():
         _connect(ray, address)
@@ -53,10 +53,13 @@ def run_ray_workers(address: str, store_url: str, study: str, workers: int, *, c
         _check_workers(nodes, workers, cpus_per_worker, address, "--workers")
         resources = _resources(ray.cluster_resources(), workers, cpus_per_worker, len(nodes), log)
         actor_class = ray.remote(concurrency_groups={"control": 1})(RayWorker)
-        actors = [actor_class.options(max_restarts=MAX_RESTARTS, scheduling_strategy="SPREAD", **resources)
-                  .remote(store_url, study, f"ray{i}", os.getcwd(), trial_fn) for i in range(workers)]
+
+        def new_actor(i: int):
+            return actor_class.options(max_restarts=MAX_RESTARTS, scheduling_strategy="SPREAD", **resources).remote(
+                store_url, study, f"ray{i}", os.getcwd(), trial_fn, trials_per_process)
+
         with sigterm_as_interrupt():  # a scheduler's SIGTERM stops the actors as Ctrl-C does
-            return _Supervisor(ray, actors, log).run()
+            return _Supervisor(ray, new_actor, workers, log).run()
     finally:
         ray.shutdown()  # actors owned by this driver go with it
 
@@ -170,10 +173,12 @@ class RayWorker:
     it as Ctrl-C: the running trial is marked INTERRUPTED and re-queued.
     """
 
-    def __init__(self, store_url: str, study: str, worker_id: str, cwd: str, trial_fn: str | None):
+    def __init__(self, store_url: str, study: str, worker_id: str, cwd: str, trial_fn: str | None,
+                 trials_per_process: int | None = None):
         import ray
 
         self.store_url, self.study, self.worker_id, self.trial_fn = store_url, study, worker_id, trial_fn
+        self.trials_per_process = trials_per_process
         if os.path.isdir(cwd):  # relative paths in the space (data files, SQLite) resolve as for local workers
             os.chdir(cwd)
         threads = str(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
@@ -196,11 +201,15 @@ class RayWorker:
                 if self.stop_event.is_set():
                     return INTERRUPTED
                 self.thread = threading.current_thread()
+            from tuner.search import run_worker
+
             try:
-                _run_worker(self.store_url, self.study, self.worker_id, self.stop_event, self.trial_fn)
+                left = run_worker(self.store_url, self.study, worker_id=self.worker_id, stop_event=self.stop_event,
+                                  trial_fn=self.trial_fn, log=lambda line: print(line, flush=True),
+                                  trials_per_process=self.trials_per_process)
             finally:
                 self._forget_thread()
-            return 0
+            return HAND_OVER_EXIT if left == HAND_OVER else 0
         except KeyboardInterrupt:
             return INTERRUPTED
 
@@ -219,27 +228,21 @@ class RayWorker:
                                                            ctypes.py_object(KeyboardInterrupt))
 
 
-def _run_worker(store_url: str, study: str, worker_id: str, stop_event: threading.Event, trial_fn: str | None):
-    from tuner.search import run_worker
-
-    run_worker(store_url, study, worker_id=worker_id, stop_event=stop_event, log=lambda line: print(line, flush=True),
-               trial_fn=trial_fn)
-
-
 class _Supervisor:
     """Waits for the actors' loops, calls a loop again when Ray brings its actor back, and
-    reports the node each actor runs on."""
+    reports the node each actor runs on, and puts a fresh actor in the place of one that hands over."""
 
-    def __init__(self, ray, actors: list, log):
-        self.ray, self.actors, self.log = ray, actors, log
-        self.codes: list[int | None] = [None] * len(actors)
-        self.deaths = [0] * len(actors)
+    def __init__(self, ray, new_actor, workers: int, log):
+        self.ray, self.new_actor, self.log = ray, new_actor, log
+        self.actors = [new_actor(i) for i in range(workers)]
+        self.codes: list[int | None] = [None] * workers
+        self.deaths = [0] * workers
         self.loops: dict = {}  # run() call -> actor index
         self.placements: dict = {}  # unanswered where() call -> actor index: not (yet) on a node
         self.call_again_at: dict[int, float] = {}  # unreachable actors
         self.unreachable: set[int] = set()  # said so once, until heard from again
         self.finished_at: float | None = None
-        for i in range(len(actors)):
+        for i in range(workers):
             self._call(i)
 
     def _call(self, i: int) -> None:
@@ -303,7 +306,12 @@ class _Supervisor:
                 # a TunerError is the user's to fix: its one line; anything else is a bug: its traceback
                 self.log(f"[ray{i}] error: {cause if isinstance(cause, TunerError) else exc}")
         else:
-            if self.codes[i] == 0 and self.finished_at is None:
+            if self.codes[i] == HAND_OVER_EXIT:  # its trials' graphs go with its process
+                self.codes[i] = None
+                self.ray.kill(self.actors[i], no_restart=True)
+                self.actors[i] = self.new_actor(i)
+                self._call(i)
+            elif self.codes[i] == 0 and self.finished_at is None:
                 self.finished_at = time.monotonic()
 
     def _unreachable(self, i: int) -> None:

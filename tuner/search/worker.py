@@ -29,6 +29,10 @@ from tuner.search import artifacts as artifact_files
 from tuner.search.trial import Heartbeat, Outcome, TrialContext, judge, load_trial_fn, short_values
 
 TrialFn = Callable[[TrialContext], dict]
+# What `run_worker` returns when it left after `trials_per_process` trials: its launcher starts a
+# fresh process with the same worker id (it owns no running trial; the store sees no lost worker).
+HAND_OVER = "hand over"
+HAND_OVER_EXIT = 75  # a worker process's exit code then (EX_TEMPFAIL: run me again)
 
 
 def _timings(timeout: float) -> tuple[float, float]:
@@ -174,19 +178,24 @@ class _Worker:
             self.log(f"[{self.worker_id}] trial {ctx.number} FAILED after {took:.1f} s: {outcome.error}")
         return outcome
 
-    def loop(self, trial_fn: TrialFn, stop_event: threading.Event | None) -> None:
+    def loop(self, trial_fn: TrialFn, stop_event: threading.Event | None, trials_per_process: int | None = None) -> str:
         current = outcome = None
+        ran = 0
         try:
             while True:
-                stopping = stop_event is not None and stop_event.is_set()
-                result = self.visit(current, outcome, want_next=not stopping)
+                handing_over = trials_per_process is not None and ran >= trials_per_process
+                stopping = handing_over or (stop_event is not None and stop_event.is_set())
+                result = self.visit(current, outcome, want_next=not stopping)  # the last trial's outcome first
                 current = outcome = None
+                if handing_over:
+                    self.log(f"[{self.worker_id}] {ran} trials run in this process: a fresh one takes its place")
+                    return HAND_OVER
                 if stopping:
                     self.log(f"[{self.worker_id}] stopped on request")
-                    return
+                    return "stopped"
                 if result == "done":
                     self.log(f"[{self.worker_id}] study '{self.study.name}' has no more trials to run")
-                    return
+                    return "done"
                 if result == "wait":
                     if stop_event is not None:
                         stop_event.wait(self.poll_every)
@@ -195,6 +204,7 @@ class _Worker:
                     continue
                 current = result
                 outcome = self.run_trial(trial_fn, current)
+                ran += 1
         except KeyboardInterrupt:
             if current is not None:
                 interrupted = Outcome(INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM); re-queued")
@@ -224,10 +234,11 @@ def sigterm_as_interrupt():
 
 def run_worker(store_url: str | None, study_name: str, *, worker_id: str | None = None,
                stop_event: threading.Event | None = None, log=print, trial_fn: TrialFn | str | None = None,
-               artifacts: str | None = None) -> None:
-    """Runs trials of `study_name` until the study has none left (or `stop_event` is set, after
-    the current trial). `trial_fn` None trains the study's space (`hypermodel.TrialRunner`);
-    else `trial_fn(ctx)` returns a dict of final metrics holding the objective, or names such a
+               artifacts: str | None = None, trials_per_process: int | None = None) -> str:
+    """Runs trials of `study_name` until the study has none left ("done"), `stop_event` is set
+    ("stopped", after the current trial) or `trials_per_process` trials ran (HAND_OVER: the
+    caller goes on in a fresh process, as `tuner.search.local` does). `trial_fn` None trains the
+    study's space (`hypermodel.TrialRunner`); else `trial_fn(ctx)` returns a dict of final metrics holding the objective, or names such a
     function as "module:function" / "path/file.py:function". Ctrl-C or SIGTERM marks the running
     trial INTERRUPTED (its values are re-queued) and re-raises KeyboardInterrupt. `artifacts`:
     the folder for Hyperband checkpoints (`tuner.search.artifacts`; default beside a SQLite store)."""
@@ -245,6 +256,6 @@ def run_worker(store_url: str | None, study_name: str, *, worker_id: str | None 
 
             fn = TrialRunner(load_space_text(study.space, f"study '{study.name}'"))
         with sigterm_as_interrupt():
-            worker.loop(fn, stop_event)
+            return worker.loop(fn, stop_event, trials_per_process)
     finally:
         store.close()
