@@ -6,7 +6,7 @@ processes; `python -m tuner.search.local` is one worker), `worker` (the loop: vi
 under the study lock, run a trial, report), `oracle` (Keras Tuner's oracle kept in the store;
 `tpe`: Optuna's TPE behind it; `warmstart`: enqueued configs and an earlier study's trials, read
 when a study is created), `trial` (what a trial function sees, its heartbeat, its pruner's
-decisions and outcome), `pruning` (the pruners), `hypermodel` (the built-in trial: the space's
+decisions and outcome), `pruners` (the rules) and `pruning` (a decision under the lock), `hypermodel` (the built-in trial: the space's
 config trained by tuner.train).
 
 Names resolve lazily, so importing this package imports neither keras_tuner nor TensorFlow
