@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import math
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from side_by_side import run_workers_side_by_side  # beside this file
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner import cli, config_paths
 from tuner.search import TrialContext, create_or_resume_custom_study, create_or_resume_study, run_worker
@@ -148,13 +148,7 @@ def test_two_workers_on_one_sqlite_study_never_run_the_same_point(tmp_path):
         spans.append((started, time.monotonic(), ctx.values["n"]))
         return {"score": -abs(ctx.values["n"] - 6)}  # a sharp best: TPE would ask for 6 again and again
 
-    threads = [threading.Thread(target=run_worker, args=(url, "s"),
-                                kwargs={"trial_fn": paced, "worker_id": f"w{i}", "log": lambda m: None})
-               for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_workers_side_by_side(url, "s", paced)
     overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:] if a[0] < b[1] and b[0] < a[1]]
     assert len(overlapping) >= 4  # the two workers really ran side by side
     assert sorted(n for _, _, n in spans) == list(range(9))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from side_by_side import run_workers_side_by_side  # beside this file
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, in_subprocess, load_trial_fn, run_worker, \
@@ -255,13 +256,7 @@ def test_concurrent_workers_refresh_their_oracle_copies_from_each_others_writes(
         time.sleep(0.05)
         return quick_trial(ctx)
 
-    threads = [threading.Thread(target=run_worker, args=(shared, "s"),
-                                kwargs={"trial_fn": paced, "worker_id": f"w{i}", "log": lambda m: None})
-               for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_workers_side_by_side(shared, "s", paced)
     a, b = (list_trials(s, "s") for s in stores)
     assert [r.params for r in a] == [r.params for r in b]
     assert Counter(r.worker for r in b)["w1"] >= 3 and Counter(r.worker for r in b)["w0"] >= 3
