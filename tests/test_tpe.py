@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from side_by_side import run_workers_side_by_side  # beside this file
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner import cli, config_paths
 from tuner.search import TrialContext, create_or_resume_custom_study, create_or_resume_study, run_worker
@@ -147,6 +146,8 @@ def test_two_workers_on_one_sqlite_study_never_run_the_same_point(tmp_path):
         time.sleep(0.3)
         spans.append((started, time.monotonic(), ctx.values["n"]))
         return {"score": -abs(ctx.values["n"] - 6)}  # a sharp best: TPE would ask for 6 again and again
+
+    from side_by_side import run_workers_side_by_side  # here: worker processes load this file without tests/ on their path
 
     run_workers_side_by_side(url, "s", paced)
     overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:] if a[0] < b[1] and b[0] < a[1]]

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from side_by_side import run_workers_side_by_side  # beside this file
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner.errors import ConfigError
 from tuner.search import TrialContext, create_or_resume_custom_study, in_subprocess, load_trial_fn, run_worker, \
@@ -255,6 +254,8 @@ def test_concurrent_workers_refresh_their_oracle_copies_from_each_others_writes(
     def paced(ctx):
         time.sleep(0.05)
         return quick_trial(ctx)
+
+    from side_by_side import run_workers_side_by_side  # here: worker processes load this file without tests/ on their path
 
     run_workers_side_by_side(shared, "s", paced)
     a, b = (list_trials(s, "s") for s in stores)
