@@ -14,7 +14,8 @@ import yaml
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
 from tuner import config
-from tuner.baselines import als, baselines_for, ease, score, tune, user_items
+from tuner.baselines import als, baselines_for, ease, score, tune
+from tuner.baselines.history import user_items
 from tuner.data import load_dataset, make_split
 from tuner.data.types import Dataset, Interactions, Split
 from tuner.errors import ConfigError

@@ -18,7 +18,6 @@ import numpy as np
 from tuner import ranking
 from tuner.baselines import als, ease, recent_popularity, transitions
 from tuner.baselines.cache import cached, split_fingerprint
-from tuner.baselines.history import user_items  # noqa: F401  (the training matrix, for callers)
 from tuner.data.movielens import cache_dir
 from tuner.data.types import Split
 from tuner.heldout import queries_of, with_cold_users
