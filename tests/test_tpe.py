@@ -193,6 +193,25 @@ def test_warm_start_feeds_an_earlier_studys_trials_to_the_sampler(tmp_path):
     assert statistics.fmean(warm_scores) > statistics.fmean(cold_scores) + 0.1, (warm_scores, cold_scores)
 
 
+def test_a_resume_keeps_the_warm_start_it_was_created_with_though_the_earlier_study_grew(tmp_path):
+    from tuner.search.oracle import new_oracle
+    from tuner.errors import StoreError
+
+    earlier, later = f"sqlite:///{tmp_path / 'earlier.db'}", f"sqlite:///{tmp_path / 'later.db'}"
+    new_study(earlier, name="last-month", oracle="random", max_trials=6)
+    run(earlier, "last-month")
+    warm = {"study": "last-month", "storage": earlier}
+    new_study(later, max_trials=4, warm_start=warm)
+    new_study(earlier, name="last-month", oracle="random", max_trials=12)  # it goes on: 12 trials
+    assert len(run(earlier, "last-month")) == 12
+    study = new_study(later, max_trials=4, warm_start=warm)  # resumed: still the 6 it started from
+    assert len(new_oracle(study).warm) == 6
+    new_study(earlier, name="other", oracle="random", max_trials=3)
+    run(earlier, "other")
+    with pytest.raises(StoreError, match="different search.warm_trials"):
+        new_study(later, max_trials=4, warm_start={"study": "other", "storage": earlier})
+
+
 # --- enqueued configs ----------------------------------------------------------------------
 
 

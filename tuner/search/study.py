@@ -76,7 +76,7 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
 
         tpe.distributions(hyperparameters)  # a hyperparameter TPE cannot sample: refused before the study exists
         if search.warm_start is not None:
-            warm_trials = warmstart.warm_start(store, search.warm_start, hyperparameters, search.objective,
+            warm_trials = warmstart.kept_or_read(store, search.warm_start, hyperparameters, search.objective,
                                                search.direction, name)
     if search.enqueue and enqueue is None:
         raise ConfigError(f"{where}: search.enqueue: config files are read at a space's parameter paths, "

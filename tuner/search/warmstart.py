@@ -2,8 +2,9 @@
 first (the base config, a hand-tuned one, last month's best), their values read at the space's
 parameter paths; `search.warm_start` gives TPE the trials of an earlier study.
 
-Both are read once, when the study is created (or resumed), checked against the space, and kept
-in the study's settings: workers on other machines need neither the files nor the other store.
+Both are read when the study is created, checked against the space, and kept in the study's
+settings: workers on other machines need neither the files nor the other store. A resume keeps
+the warm-start trials it was created with, however many the earlier study has gained since.
 Anything that does not fit is a one-line ConfigError naming the file or key and the parameter,
 raised before a study is created.
 """
@@ -18,10 +19,10 @@ from typing import Sequence
 
 from tuner import config, safe_yaml
 from tuner.distributions import encode
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, StoreError
 from tuner.search import tpe
 from tuner.space import Space
-from tuner.store import COMPLETED, PRUNED, RUNNING, Store, get_study, open_store, sampler_history
+from tuner.store import COMPLETED, PRUNED, RUNNING, Store, get_study, mask_url, open_store, sampler_history
 
 
 def enqueued_values(space: Space, files: Sequence[str], hyperparameters) -> list[dict]:
@@ -53,6 +54,26 @@ def _values_of(space: Space, path: str, hyperparameters) -> dict:
         values[p.path] = encode(value)
     tpe.check_fits([tpe.PastTrial(values, RUNNING)], hyperparameters, path)
     return values
+
+
+def kept_or_read(store: Store, settings: dict, hyperparameters, objective: str, direction: str, study: str) -> dict:
+    """The warm start of study `study`: kept from when it was created if it exists and names the
+    same earlier study, else read (`warm_start`). The earlier study may have gained trials since;
+    reading them again would make the resume look like other settings and refuse it."""
+    try:
+        kept = get_study(store, study).settings.warm_trials
+    except StoreError:  # not created yet
+        kept = None
+    if kept is not None and (kept["study"], kept["storage"]) == (settings["study"], _storage_url(settings)):
+        return kept
+    return warm_start(store, settings, hyperparameters, objective, direction, study)
+
+
+def _storage_url(settings: dict) -> str | None:
+    """The earlier study's storage as `warm_start` keeps it (None: this study's own store),
+    without opening it: a resume on another machine need not reach it."""
+    url = settings.get("storage")
+    return None if url is None else mask_url(url)
 
 
 def warm_start(store: Store, settings: dict, hyperparameters, objective: str, direction: str, study: str) -> dict:
