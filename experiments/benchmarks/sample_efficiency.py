@@ -3,11 +3,13 @@
     python experiments/benchmarks/sample_efficiency.py [--arms random bayesian tpe] [--seeds 1 2 3 4 5]
         [--trials 40] [--jobs 2] [--out DIR] [--no-run]
 
-`tuner/spaces/full.yaml` on MovieLens-100K, searched by each oracle (arm) once per seed: Keras
+`tuner/spaces/full.yaml` on MovieLens-100K, as it was when the stores began (frozen in
+`sample_efficiency/space.yaml`: `recent` pooling, added since, is not among its values, so every
+seed of every arm searches one space), searched by each oracle (arm) once per seed: Keras
 Tuner's random search and Gaussian-process Bayesian optimisation, and Optuna's TPE. Every arm
 prunes with the same `early_terminate` ({type: hyperband, min_iter: 1, eta: 3}) and searches the
 same epochs, half of full's own (training.epochs values 2, 4, 6 instead of 4, 8, 12) so that the
-whole run fits in a few hours on 2 cores. Everything else is full.yaml as shipped (objective
+whole run fits in a few hours on 2 cores. Everything else is that full.yaml (objective
 val_recall@100).
 
 Each arm × seed is one study on its own SQLite store in DIR (default
@@ -43,7 +45,7 @@ from tuner.settings import TRIALS_PER_PROCESS
 from tuner.store import COMPLETED, PRUNED, list_studies, list_trials, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
-SPACE = ROOT / "tuner/spaces/full.yaml"
+SPACE = Path(__file__).resolve().parent / "sample_efficiency" / "space.yaml"  # full.yaml, frozen
 ARMS = ("random", "bayesian", "tpe")
 PRUNER = {"type": "hyperband", "min_iter": 1, "eta": 3}
 EPOCHS = [2, 4, 6]  # full.yaml searches 4, 8, 12
@@ -63,7 +65,7 @@ def space_text(arm: str, seed: int, trials: int) -> str:
     space = safe_yaml.read(SPACE)
     space["parameters"]["training.epochs"] = {"values": EPOCHS}
     space["search"] = {**space["search"], "oracle": arm, "seed": seed, "max_trials": trials, "early_terminate": PRUNER}
-    return f"# {SPACE.name}, oracle {arm}, seed {seed} (experiments/benchmarks/sample_efficiency.py)\n" + \
+    return f"# full.yaml, oracle {arm}, seed {seed} (experiments/benchmarks/sample_efficiency.py)\n" + \
         yaml.safe_dump(space, sort_keys=False, default_flow_style=None)
 
 
