@@ -151,94 +151,134 @@ class Config:
 
 
 def validate(cfg: Config, source: str = "config") -> Config:
-    """Range and consistency checks that types alone do not catch."""
-    d, s, m, r, n, t, e = (cfg.dataset, cfg.split, cfg.model, cfg.retrieval, cfg.negatives,
-                           cfg.training, cfg.evaluation)
-    one_of(d.name, DATASETS, source, "dataset.name")
-    if d.name == "grouplens":
-        require(d.path is not None, source, "dataset.path", "required for dataset.name grouplens (a folder with u.data, u.item, u.user)")
-    if d.name == "files":
-        require(d.interactions is not None, source, "dataset.interactions", "required for dataset.name files (CSV, TSV or Parquet)")
+    """Range and consistency checks that types alone do not catch, section by section."""
+    _check_dataset(cfg.dataset, source)
+    _check_split(cfg.split, source)
+    _check_model(cfg.model, source)
+    _check_retrieval(cfg.retrieval, source)
+    _check_negatives(cfg.negatives, cfg.retrieval, cfg.training, source)
+    _check_training(cfg.training, cfg.split, source)
+    _check_evaluation(cfg.evaluation, source)
+    return cfg
+
+
+def _check_dataset(dataset: DatasetConfig, source: str) -> None:
+    """The dataset's name and the files or sizes it needs."""
+    one_of(dataset.name, DATASETS, source, "dataset.name")
+    if dataset.name == "grouplens":
+        require(dataset.path is not None, source, "dataset.path",
+                "required for dataset.name grouplens (a folder with u.data, u.item, u.user)")
+    if dataset.name == "files":
+        require(dataset.interactions is not None, source, "dataset.interactions",
+                "required for dataset.name files (CSV, TSV or Parquet)")
     for key in ("path", "interactions", "user_features", "item_features"):
-        value = getattr(d, key)
-        if value is not None and d.name in ("grouplens", "files"):
+        value = getattr(dataset, key)
+        if value is not None and dataset.name in ("grouplens", "files"):
             require(_exists(value), source, f"dataset.{key}", f"file not found: {_shown(value)}")
-    if d.name == "synthetic":
+    if dataset.name == "synthetic":
         for key in ("num_users", "num_items", "num_interactions", "num_clusters"):
-            require(getattr(d, key) >= 1, source, f"dataset.{key}", "must be >= 1")
-        require(d.popularity_exponent >= 0, source, "dataset.popularity_exponent", "must be >= 0")
-    one_of(s.method, SPLITS, source, "split.method")
+            require(getattr(dataset, key) >= 1, source, f"dataset.{key}", "must be >= 1")
+        require(dataset.popularity_exponent >= 0, source, "dataset.popularity_exponent", "must be >= 0")
+
+
+def _check_split(split: SplitConfig, source: str) -> None:
+    """The split method and the held-out shares."""
+    one_of(split.method, SPLITS, source, "split.method")
     for key in ("val_fraction", "test_fraction"):
-        require(0 <= getattr(s, key) < 1, source, f"split.{key}", "must be in [0, 1)")
-    require(s.val_fraction + s.test_fraction < 1, source, "split", "val_fraction + test_fraction must be < 1")
-    require(m.embedding_dim >= 1, source, "model.embedding_dim", "must be >= 1")
-    require(m.history_length >= 0, source, "model.history_length", "must be >= 0")
-    one_of(m.history_pooling, POOLINGS, source, "model.history_pooling")
-    require(not m.share_item_embedding or m.history_length > 0, source, "model.share_item_embedding",
+        require(0 <= getattr(split, key) < 1, source, f"split.{key}", "must be in [0, 1)")
+    require(split.val_fraction + split.test_fraction < 1, source, "split", "val_fraction + test_fraction must be < 1")
+
+
+def _check_model(model: ModelConfig, source: str) -> None:
+    """Tower sizes and options, and what custom towers leave to the user's function."""
+    require(model.embedding_dim >= 1, source, "model.embedding_dim", "must be >= 1")
+    require(model.history_length >= 0, source, "model.history_length", "must be >= 0")
+    one_of(model.history_pooling, POOLINGS, source, "model.history_pooling")
+    require(not model.share_item_embedding or model.history_length > 0, source, "model.share_item_embedding",
              "needs model.history_length > 0 (it shares the history's item embedding with the candidate tower)")
-    require(not m.last_item or m.history_length > 0, source, "model.last_item",
+    require(not model.last_item or model.history_length > 0, source, "model.last_item",
             "needs model.history_length > 0 (it embeds the history's most recent item)")
     for key in ("query_layers", "candidate_layers"):
-        require(all(x >= 1 for x in getattr(m, key)), source, f"model.{key}", "layer sizes must be >= 1")
-    require(0 <= m.dropout < 1, source, "model.dropout", "must be in [0, 1)")
-    require(m.l2 >= 0, source, "model.l2", "must be >= 0 (0 = off)")
-    require(0 <= m.id_dropout < 1, source, "model.id_dropout", "must be in [0, 1)")
-    if m.towers is not None:  # format only: the module is imported when the model is built
-        usercode.parse(m.towers, f"{source}: model.towers")
+        require(all(x >= 1 for x in getattr(model, key)), source, f"model.{key}", "layer sizes must be >= 1")
+    require(0 <= model.dropout < 1, source, "model.dropout", "must be in [0, 1)")
+    require(model.l2 >= 0, source, "model.l2", "must be >= 0 (0 = off)")
+    require(0 <= model.id_dropout < 1, source, "model.id_dropout", "must be in [0, 1)")
+    if model.towers is not None:  # format only: the module is imported when the model is built
+        usercode.parse(model.towers, f"{source}: model.towers")
         for key in ("history_pooling", "last_item", "query_layers", "candidate_layers", "dropout"):
             default = getattr(ModelConfig(), key)
-            require(getattr(m, key) == default, source, f"model.{key}", f"a setting of the built-in towers, "
+            require(getattr(model, key) == default, source, f"model.{key}", f"a setting of the built-in towers, "
                     f"unused with model.towers: leave it at {default!r} (the towers function reads model.params)")
-    require(m.towers is not None or not m.params, source, "model.params",
+    require(model.towers is not None or not model.params, source, "model.params",
             "read only by the function in model.towers (set model.towers, or remove model.params)")
-    require(r.temperature > 0 and math.isfinite(r.temperature), source, "retrieval.temperature", "must be > 0")
-    one_of(r.logq, LOGQ, source, "retrieval.logq")
-    require(r.logq_weight >= 0, source, "retrieval.logq_weight", "must be >= 0 (1 = the unbiased correction)")
-    require(r.logq != "none" or r.logq_weight == 1, source, "retrieval.logq_weight",
+
+
+def _check_retrieval(retrieval: RetrievalConfig, source: str) -> None:
+    """Temperature, the logQ correction and its estimator, hard negatives."""
+    require(retrieval.temperature > 0 and math.isfinite(retrieval.temperature), source, "retrieval.temperature",
+            "must be > 0")
+    one_of(retrieval.logq, LOGQ, source, "retrieval.logq")
+    require(retrieval.logq_weight >= 0, source, "retrieval.logq_weight", "must be >= 0 (1 = the unbiased correction)")
+    require(retrieval.logq != "none" or retrieval.logq_weight == 1, source, "retrieval.logq_weight",
             "scales the logQ correction: set retrieval.logq to counts or streaming, or leave it at 1")
-    require(0 < r.logq_window <= 1, source, "retrieval.logq_window", "must be in (0, 1] (1 = all training interactions)")
-    require(r.logq == "counts" or r.logq_window == 1, source, "retrieval.logq_window",
+    require(0 < retrieval.logq_window <= 1, source, "retrieval.logq_window",
+            "must be in (0, 1] (1 = all training interactions)")
+    require(retrieval.logq == "counts" or retrieval.logq_window == 1, source, "retrieval.logq_window",
             "a share of the training log to count q over: set retrieval.logq to counts, or leave it at 1")
-    require(r.estimator_buckets >= 1, source, "retrieval.estimator_buckets", "must be >= 1")
-    require(0 < r.estimator_alpha <= 1, source, "retrieval.estimator_alpha", "must be in (0, 1]")
-    require(r.hard_negatives >= 0, source, "retrieval.hard_negatives", "must be >= 0 (0 = use all negatives)")
-    one_of(n.strategy, STRATEGIES, source, "negatives.strategy")
-    require(n.mns_batch_size >= 1, source, "negatives.mns_batch_size", "must be >= 1")
-    require(n.cbns_warmup_steps >= 0, source, "negatives.cbns_warmup_steps", "must be >= 0")
-    one_of(n.cbns_gradient, CBNS_GRADIENTS, source, "negatives.cbns_gradient")
-    require(n.strategy != "full" or r.logq != "streaming", source, "retrieval.logq",
+    require(retrieval.estimator_buckets >= 1, source, "retrieval.estimator_buckets", "must be >= 1")
+    require(0 < retrieval.estimator_alpha <= 1, source, "retrieval.estimator_alpha", "must be in (0, 1]")
+    require(retrieval.hard_negatives >= 0, source, "retrieval.hard_negatives", "must be >= 0 (0 = use all negatives)")
+
+
+def _check_negatives(negatives: NegativesConfig, retrieval: RetrievalConfig,
+                      training: TrainingConfig, source: str) -> None:
+    """The negative strategy and its sizes; what it asks of logQ and the batch."""
+    one_of(negatives.strategy, STRATEGIES, source, "negatives.strategy")
+    require(negatives.mns_batch_size >= 1, source, "negatives.mns_batch_size", "must be >= 1")
+    require(negatives.cbns_warmup_steps >= 0, source, "negatives.cbns_warmup_steps", "must be >= 0")
+    one_of(negatives.cbns_gradient, CBNS_GRADIENTS, source, "negatives.cbns_gradient")
+    require(negatives.strategy != "full" or retrieval.logq != "streaming", source, "retrieval.logq",
             "streaming estimates how often a column is sampled; negatives.strategy full samples none: "
             "use none or counts (counts: logq_weight and logq_window set a popularity prior)")
-    if n.strategy == "cbns":
-        require(n.cbns_memory_size >= t.batch_size, source, "negatives.cbns_memory_size",
-                 f"{n.cbns_memory_size} is smaller than training.batch_size {t.batch_size}; the bank must hold at least one batch")
-    one_of(t.optimizer, OPTIMIZERS, source, "training.optimizer")
-    require(t.learning_rate > 0, source, "training.learning_rate", "must be > 0")
-    require(t.batch_size >= 2, source, "training.batch_size", "must be >= 2")
-    require(t.epochs >= 1, source, "training.epochs", "must be >= 1")
-    require(t.early_stopping_patience >= 0, source, "training.early_stopping_patience", "must be >= 0 (0 = off)")
-    require(t.weight_decay >= 0, source, "training.weight_decay", "must be >= 0 (0 = off)")
-    require(t.learning_rate * t.weight_decay < 1, source, "training.weight_decay",
-            f"learning_rate × weight_decay = {t.learning_rate * t.weight_decay:g} must be < 1 "
+    if negatives.strategy == "cbns":
+        require(negatives.cbns_memory_size >= training.batch_size, source, "negatives.cbns_memory_size",
+                 f"{negatives.cbns_memory_size} is smaller than training.batch_size {training.batch_size}; "
+                 "the bank must hold at least one batch")
+
+
+def _check_training(training: TrainingConfig, split: SplitConfig, source: str) -> None:
+    """The optimizer's settings; early stopping needs a validation part."""
+    one_of(training.optimizer, OPTIMIZERS, source, "training.optimizer")
+    require(training.learning_rate > 0, source, "training.learning_rate", "must be > 0")
+    require(training.batch_size >= 2, source, "training.batch_size", "must be >= 2")
+    require(training.epochs >= 1, source, "training.epochs", "must be >= 1")
+    require(training.early_stopping_patience >= 0, source, "training.early_stopping_patience", "must be >= 0 (0 = off)")
+    require(training.weight_decay >= 0, source, "training.weight_decay", "must be >= 0 (0 = off)")
+    require(training.learning_rate * training.weight_decay < 1, source, "training.weight_decay",
+            f"learning_rate × weight_decay = {training.learning_rate * training.weight_decay:g} must be < 1 "
             "(each step multiplies every weight by 1 − learning_rate·weight_decay)")
-    require(t.recency_half_life >= 0, source, "training.recency_half_life",
+    require(training.recency_half_life >= 0, source, "training.recency_half_life",
             "must be >= 0 (0 = off; 0.25: a row a quarter of the training log old weighs half the latest)")
-    if t.early_stopping_patience:
-        require(s.val_fraction > 0 or s.method == "leave_last_out", source, "training.early_stopping_patience",
+    if training.early_stopping_patience:
+        require(split.val_fraction > 0 or split.method == "leave_last_out", source, "training.early_stopping_patience",
                  "needs a validation split (split.val_fraction > 0)")
-    require(len(e.ks) >= 1 and all(k >= 1 for k in e.ks), source, "evaluation.ks", "a non-empty list of integers >= 1")
-    metric, _, k = e.monitor.partition("@")
-    require(metric in METRICS and k.isdigit() and int(k) in e.ks, source, "evaluation.monitor",
-             f"{e.monitor!r} is not one of {', '.join(f'{x}@{k}' for x in METRICS for k in e.ks)}")
-    require(e.memory_mb >= 1, source, "evaluation.memory_mb", "must be >= 1")
-    require(e.val_users is None or e.val_users >= 1, source, "evaluation.val_users",
+
+
+def _check_evaluation(evaluation: EvaluationConfig, source: str) -> None:
+    """Cut-offs, the monitored metric, memory bounds and the baselines."""
+    require(len(evaluation.ks) >= 1 and all(k >= 1 for k in evaluation.ks), source, "evaluation.ks",
+            "a non-empty list of integers >= 1")
+    metric, _, k = evaluation.monitor.partition("@")
+    require(metric in METRICS and k.isdigit() and int(k) in evaluation.ks, source, "evaluation.monitor",
+             f"{evaluation.monitor!r} is not one of {', '.join(f'{x}@{k}' for x in METRICS for k in evaluation.ks)}")
+    require(evaluation.memory_mb >= 1, source, "evaluation.memory_mb", "must be >= 1")
+    require(evaluation.val_users is None or evaluation.val_users >= 1, source, "evaluation.val_users",
             f"must be an integer >= 1, or null for the default (all val users up to {DEFAULT_VAL_USERS:,}, "
             f"else a seeded sample of {DEFAULT_VAL_USERS:,})")
-    require(len(set(e.baselines)) == len(e.baselines), source,
+    require(len(set(evaluation.baselines)) == len(evaluation.baselines), source,
             "evaluation.baselines", f"a list of distinct names from {', '.join(BASELINES)} ([] for none)")
-    for name in e.baselines:
+    for name in evaluation.baselines:
         one_of(name, BASELINES, source, "evaluation.baselines")
-    return cfg
 
 
 def from_dict(data: dict, source: str = "config") -> Config:
