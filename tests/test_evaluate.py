@@ -376,11 +376,13 @@ def test_tf_top_k_ranks_equal_scores_lower_index_first():
     assert items.tolist() == [[1, 2, 3, 4]]  # -0.0 and 0.0 are one score
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_fast_top_k_equals_the_previous_ranking_with_ties(seed, monkeypatch):
+@pytest.mark.parametrize("seed, tile_bytes, block_bytes", [(0, 256, 256), (1, 256, 16384), (2, 4096, 1 << 21),
+                                                          (3, 1 << 20, 1 << 20)])
+def test_fast_top_k_equals_the_previous_ranking_with_ties(seed, tile_bytes, block_bytes, monkeypatch):
     rng = np.random.default_rng(seed)
-    # tiles of 1 to many groups; threshold updates after every group or almost never
-    monkeypatch.setattr(topk, "TILE_BYTES", int(rng.choice([256, 4096, 1 << 20])))
+    # tiles of 1 to many groups, blocks of 1 to many tiles; threshold updates after every group or almost never
+    monkeypatch.setattr(topk, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(topk, "BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(topk, "UPDATE_EVERY", int(rng.choice([1, 16, 10_000])))
     boundary_ties = 0
     for _ in range(40):
