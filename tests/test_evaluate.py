@@ -430,6 +430,18 @@ def test_many_tiles_through_evaluate_match_the_reference(monkeypatch):
     assert_same(ev.most_popular(split, "val", ks), reference(popularity_scores(split), split, "val", ks))
 
 
+@pytest.mark.parametrize("cores", [1, 3])
+def test_chunks_ranked_on_one_or_several_threads_match_the_reference(cores, monkeypatch):
+    """Chunks run one per core, each with blocks of several tiles: every thread count ranks alike, ties included."""
+    monkeypatch.setattr(ranking, "cores", lambda: cores)
+    monkeypatch.setattr(ranking, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(topk, "TILE_BYTES", 2048)
+    monkeypatch.setattr(topk, "BLOCK_BYTES", 8192)
+    split = random_split(9, num_users=90, num_items=700, sizes=(2000, 100, 300))
+    model = int_model(4, split, dim=2, low=-1, high=2)  # few distinct scores: ties everywhere
+    assert_same(ev.evaluate(model, split, "test", KS), reference(model_scores(model, split, "test"), split, "test", KS))
+
+
 def test_nan_scores_are_an_error():
     split = random_split(4)
     model = int_model(2, split)
