@@ -376,11 +376,13 @@ def test_tf_top_k_ranks_equal_scores_lower_index_first():
     assert items.tolist() == [[1, 2, 3, 4]]  # -0.0 and 0.0 are one score
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_fast_top_k_equals_the_previous_ranking_with_ties(seed, monkeypatch):
+@pytest.mark.parametrize("seed, tile_bytes, block_bytes", [(0, 256, 256), (1, 256, 16384), (2, 4096, 1 << 21),
+                                                          (3, 1 << 20, 1 << 20)])
+def test_fast_top_k_equals_the_previous_ranking_with_ties(seed, tile_bytes, block_bytes, monkeypatch):
     rng = np.random.default_rng(seed)
-    # tiles of 1 to many groups; threshold updates after every group or almost never
-    monkeypatch.setattr(topk, "TILE_BYTES", int(rng.choice([256, 4096, 1 << 20])))
+    # tiles of 1 to many groups, blocks of 1 to many tiles; threshold updates after every group or almost never
+    monkeypatch.setattr(topk, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(topk, "BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(topk, "UPDATE_EVERY", int(rng.choice([1, 16, 10_000])))
     boundary_ties = 0
     for _ in range(40):
@@ -426,6 +428,18 @@ def test_many_tiles_through_evaluate_match_the_reference(monkeypatch):
     ks = [1, 10, 150]
     assert_same(ev.evaluate(model, split, "test", ks), reference(model_scores(model, split, "test"), split, "test", ks))
     assert_same(ev.most_popular(split, "val", ks), reference(popularity_scores(split), split, "val", ks))
+
+
+@pytest.mark.parametrize("cores", [1, 3])
+def test_chunks_ranked_on_one_or_several_threads_match_the_reference(cores, monkeypatch):
+    """Chunks run one per core, each with blocks of several tiles: every thread count ranks alike, ties included."""
+    monkeypatch.setattr(ranking, "cores", lambda: cores)
+    monkeypatch.setattr(ranking, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(topk, "TILE_BYTES", 2048)
+    monkeypatch.setattr(topk, "BLOCK_BYTES", 8192)
+    split = random_split(9, num_users=90, num_items=700, sizes=(2000, 100, 300))
+    model = int_model(4, split, dim=2, low=-1, high=2)  # few distinct scores: ties everywhere
+    assert_same(ev.evaluate(model, split, "test", KS), reference(model_scores(model, split, "test"), split, "test", KS))
 
 
 def test_nan_scores_are_an_error():

@@ -1,15 +1,22 @@
-"""Exact top-K of every query row over a whole corpus, a tile of items at a time.
+"""Exact top-K of every query row over a whole corpus, a block of items at a time.
 
 Ranking, not scoring, was the cost of full-corpus evaluation: `tf.math.top_k` over 1M-wide
 score rows ran at ~705 rows/s on a 2-core CPU, and writing those rows to memory cost as much
-again. Here a full score row never exists. The scores of one tile of items (1 MB: it stays in
-the core's cache) are computed and reduced at once:
+again. Here a full score row never exists. The scores of a block of items (2 MB of scores,
+tiles of ~112 KB, one matrix product each) are computed and reduced at once:
 
-- items form groups of GROUP consecutive indices, and a tile yields each group's maximum;
-- each row keeps a running threshold, the k-th largest group maximum so far; a tile's groups
-  above it are let in, their scores copied out of the tile (about k·(1 + ln(groups / k)) per
-  row: ~840 of 62,500 at 1M items and k = 100);
+- items form groups of GROUP consecutive indices; the block's masked items are set to -inf
+  (after their unmasked scores are looked up), and the block yields each group's maximum;
+- each row keeps a running threshold, the k-th largest group maximum so far; a block's groups
+  above it are let in, their scores copied out of the block (about k·(1 + ln(groups / k)) per
+  row: ~740 of 62,500 at 1M items and k = 100; ~840 as the threshold moves in steps);
 - the answer is the top k of the items of each row's top k groups.
+
+Where the time goes at 1M items, d = 32 (a 224-row chunk of the synthetic corpus, one core, CPU
+time per query): the products 0.65 ms (~100 GFLOP/s, the core's GEMM peak is ~105), the group
+maxima 0.08, copying the groups let in 0.08, the rest (thresholds, masks, the final top k)
+~0.1: 0.91-0.96 ms in all, against 1.10-1.16 when each 1 MB tile was one product and the masks
+were applied to the groups let in.
 
 Exact, ties included. Items rank by (score descending, index ascending), as the stable
 `tf.math.top_k` does. If item x is in the top k, its group g is among the top k groups (by
@@ -34,12 +41,18 @@ import numpy as np
 from tuner.errors import EvaluationError
 
 GROUP = 16  # items per group: fastest from 1,682 to 1M items (8 and 32 within 7%; 64 up to 2x slower)
-TILE_BYTES = 1 << 20  # scores of one tile: stays in a core's 2 MB L2 (0.5 and 2 MB ran 5-9% slower)
-UPDATE_EVERY = 64  # groups let in per row, on average, between two updates of the threshold (16: 3% slower)
+TILE_BYTES = 112 << 10  # scores of one product (128 items x 224 rows): see tile_items
+BLOCK_BYTES = 2 << 20  # scores of the tiles whose groups are let in together (1 MB: 5% slower; 8 MB: 15%)
+UPDATE_EVERY = 16  # groups let in per row, on average, between two updates of the threshold (64: 4% slower)
 
 
 def tile_items(rows: int, num_items: int, itemsize: int = 4) -> int:
-    """Items per tile for chunks of `rows` queries: whole groups, TILE_BYTES of scores, at most the corpus."""
+    """Items per tile for chunks of `rows` queries: whole groups, TILE_BYTES of scores, at most the corpus.
+
+    A tile is one matrix product. OpenBLAS multiplies products of at most 10⁶ multiply-adds
+    without packing them (its small-matrix kernels): [139, 32] x [32, 224] ran at ~100 GFLOP/s on
+    one core, [140, 32] x [32, 224] and anything larger at 80-86, so TILE_BYTES keeps a tile of
+    d = 32 below that bound (a larger d only makes the products slower, not wrong)."""
     groups = -(-num_items // GROUP)
     return GROUP * max(1, min(groups, TILE_BYTES // (rows * itemsize * GROUP)))
 
@@ -57,6 +70,11 @@ class Source:
         padding, any value) into out [tile, rows], in tile layout."""
         raise NotImplementedError
 
+    def fill_tiles(self, outs: list[np.ndarray], first: int) -> None:
+        """`fill` of tiles number first, first + 1, ... into outs[0], outs[1], ..."""
+        for number, out in enumerate(outs, first):
+            self.fill(out, number * self.tile)
+
 
 class DotScores(Source):
     """Query row q scores item i (1-based) with queries[q] · items[i - 1]. The item table comes
@@ -68,6 +86,7 @@ class DotScores(Source):
         if len(laid_out_items) % tile:
             raise ValueError(f"{len(laid_out_items)} item rows are not whole tiles of {tile}: see tile_order")
         self.items, self.tile = laid_out_items, tile
+        self.item_tiles = list(laid_out_items.reshape(-1, tile, laid_out_items.shape[1]))  # views: no slicing per tile
         # the queries are kept as [d, rows], contiguous: the product ran 6% faster than with a .T view
         self.transposed = np.ascontiguousarray(queries.T)
         self.dtype = np.result_type(queries.dtype, laid_out_items.dtype)
@@ -82,6 +101,10 @@ class DotScores(Source):
     def fill(self, out, start):
         np.matmul(self.items[start:start + self.tile], self.transposed, out=out)
 
+    def fill_tiles(self, outs, first):  # a tile's product is ~20 us: the loop is kept tight
+        for part, out in zip(self.item_tiles[first:first + len(outs)], outs):
+            np.matmul(part, self.transposed, out=out)
+
 
 class SharedScores(DotScores):
     """Every query row scores item i (1-based) with values[i - 1] (MostPopular: training counts)."""
@@ -91,6 +114,8 @@ class SharedScores(DotScores):
 
     def fill(self, out, start):
         np.copyto(out, self.items[start:start + self.tile])  # broadcast over the rows
+
+    fill_tiles = Source.fill_tiles
 
 
 def tile_order(num_items: int, tile: int) -> np.ndarray:
@@ -134,27 +159,27 @@ def rank(source: Source, rows: int, num_items: int, k: int,
     score -inf; `lookup` (row, item) pairs get their unmasked scores back. k <= num_items."""
     tile, dtype = source.tile, source.dtype
     num_tiles, per_tile = -(-num_items // tile), tile // GROUP
-    scores = np.empty((GROUP, per_tile * rows), dtype)  # tile layout; column g * rows + r: group g, row r
-    maxima = np.empty(per_tile * rows, dtype)
-    lookup_row, lookup_item, lookup_order = _by_item(lookup)
-    lookup_edges = np.searchsorted(lookup_item, np.arange(num_tiles + 1) * tile).tolist()
-    looked_up = np.empty(len(lookup_item), dtype)
-    groups = _Groups(rows, num_items, per_tile, k, dtype, masked)
-    tile_scores = scores.reshape(tile, rows)
-    for number in range(num_tiles):
-        start = number * tile
-        source.fill(tile_scores, start)
-        if start + tile > num_items:
-            tile_scores[_position(np.arange(num_items - start, tile), per_tile)] = -np.inf  # padding
-        lo, hi = lookup_edges[number:number + 2]
-        if hi > lo:
-            at = _position(lookup_item[lo:hi] - start, per_tile)
-            looked_up[lookup_order[lo:hi]] = tile_scores[at, lookup_row[lo:hi]]
-        np.maximum.reduce(scores, axis=0, out=maxima)
-        column = groups.entering(maxima)
-        groups.add(number, column, scores)
-        if groups.threshold is None or groups.pending >= rows * UPDATE_EVERY or number + 1 == num_tiles:
-            groups.update(start + tile)
+    per_block = min(num_tiles, max(1, BLOCK_BYTES // (tile * rows * np.dtype(dtype).itemsize)))
+    scores = np.empty((per_block, GROUP, per_tile * rows), dtype)  # the block's tiles, each in tile layout
+    flat, tiles = scores.reshape(-1), list(scores.reshape(per_block, tile, rows))
+    maxima = np.empty((per_block, per_tile * rows), dtype)  # = [groups of the block, rows]
+    lookups, masks = (_InBlocks(pairs, tile, rows, per_block, num_tiles) for pairs in (lookup, masked))
+    looked_up = np.empty(len(lookups.at), dtype)
+    groups = _Groups(rows, num_items, per_tile, per_block, k, dtype)
+    for block, first in enumerate(range(0, num_tiles, per_block)):
+        count = min(per_block, num_tiles - first)
+        source.fill_tiles(tiles[:count], first)
+        if (first + count) * tile > num_items:  # padding
+            start = (num_tiles - 1) * tile
+            tiles[count - 1][_position(np.arange(num_items - start, tile), per_tile)] = -np.inf
+        lo, hi = lookups.edges[block:block + 2]
+        np.take(flat, lookups.at[lo:hi], out=looked_up[lo:hi], mode="clip")
+        lo, hi = masks.edges[block:block + 2]
+        flat[masks.at[lo:hi]] = -np.inf
+        np.maximum.reduce(scores[:count], axis=1, out=maxima[:count])
+        groups.add(first, groups.entering(maxima[:count]), scores, maxima)
+        if groups.threshold is None or groups.pending >= rows * UPDATE_EVERY or first + count == num_tiles:
+            groups.update()
     row_groups, candidates = groups.final()
     items = (row_groups[:, :, None] * GROUP + np.arange(GROUP)).reshape(rows, -1)  # ascending in each row
     keep = first_k_largest(candidates, k)  # so the first of equal scores is the lower index
@@ -162,71 +187,80 @@ def rank(source: Source, rows: int, num_items: int, k: int,
     by_rank = np.lexsort((items, -values), axis=-1)
     values, items = np.take_along_axis(values, by_rank, 1), np.take_along_axis(items, by_rank, 1) + 1
     items[np.isneginf(values)] = 0  # masked items are not recommended, even when k exceeds the rest
-    return Ranked(items, values, looked_up)
+    in_given_order = np.empty_like(looked_up)
+    in_given_order[lookups.order] = looked_up
+    return Ranked(items, values, in_given_order)
+
+
+class _InBlocks:
+    """(row, item) pairs, ordered by block (pairs[order]), as positions in the flat scores of
+    their block [tiles, tile, rows]: pairs edges[b]..edges[b + 1] - 1 fall in block b."""
+
+    def __init__(self, pairs, tile: int, rows: int, per_block: int, num_tiles: int):
+        row, item = (np.empty(0, np.int64),) * 2 if pairs is None else (np.asarray(p, np.int64) for p in pairs)
+        block_items, num_blocks = per_block * tile, -(-num_tiles // per_block)
+        block, local = np.divmod(item - 1, block_items)
+        self.order = _stable_by_row(block, num_blocks)  # a radix sort: 3x faster than sorting by item
+        self.edges = np.r_[0, np.cumsum(np.bincount(block, minlength=num_blocks))].tolist()
+        row, local = row[self.order], local[self.order]
+        self.at = (local - local % tile + _position(local % tile, tile // GROUP)) * rows + row
 
 
 class _Groups:
     """The groups that may be among each row's top k, with their scores, and the running
     threshold: each row's k-th largest group maximum so far. A later group whose maximum is at
     or below it cannot be among the row's top k: k groups at lower indices already reach it.
-
-    A tile lets a group in by its maximum before masking: an upper bound, which lets in more
-    groups, never fewer. The groups let in are masked, and their true maxima update the
-    threshold every UPDATE_EVERY groups per row (a stale threshold too only lets more in).
+    The maxima are taken after masking; the threshold moves every UPDATE_EVERY groups let in
+    per row (a stale threshold only lets more in).
     """
 
-    def __init__(self, rows: int, num_items: int, per_tile: int, k: int, dtype, masked):
+    def __init__(self, rows: int, num_items: int, per_tile: int, per_block: int, k: int, dtype):
         self.rows, self.num_groups, self.per_tile = rows, -(-num_items // GROUP), per_tile
         self.k = min(k, self.num_groups)
-        masked_row, masked_item, _ = _by_item(masked)
-        self.masked_key = masked_row * self.num_groups + masked_item // GROUP
-        self.masked_item, self.masked_slot = masked_item, masked_item % GROUP
         self.threshold = None  # until every row has k groups, every group is let in
-        self.above = np.empty((per_tile, rows), bool)
-        self.best = np.empty((rows, 0), dtype)  # each row's k largest true maxima, any order
+        self.above = np.empty((per_block * per_tile, rows), bool)
+        self.best = np.empty((rows, 0), dtype)  # each row's k largest maxima, any order
         self.scores = np.empty((GROUP, 16 * rows * self.k), dtype)  # the groups let in, one per column; grows
-        self.count = 0  # columns used
-        self.new_tiles, self.new_columns, self.done = [], [], 0  # let in since the last update (columns done..count)
-        self.since = 0  # the first item since the last update
-        self.keys, self.maxima = [], []  # per update: key row * num_groups + group, true maximum
+        self.slots = np.arange(GROUP)[:, None] * (per_tile * rows)  # a group's slots from its first, in a tile's scores
+        self.count = self.done = 0  # columns used; those before `done` are in the threshold
+        self.keys, self.maxima = [], []  # of the groups let in: row * num_groups + group, maximum
+        self.new_rows, self.new_maxima = [], []  # of those let in since the last update: row, maximum
 
     @property
     def pending(self) -> int:
         return self.count - self.done
 
     def entering(self, maxima: np.ndarray) -> np.ndarray:
-        """Columns (group * rows + row) of a tile's maxima whose group is let in."""
+        """Columns (group * rows + row) of a block's maxima [tiles, groups per tile * rows] whose group is let in."""
         if self.threshold is None:
             return np.arange(maxima.size)
-        return np.flatnonzero(np.greater(maxima.reshape(-1, self.rows), self.threshold, out=self.above))
+        above = self.above[:maxima.size // self.rows]
+        return np.flatnonzero(np.greater(maxima.reshape(above.shape), self.threshold, out=above))
 
-    def add(self, tile: int, column: np.ndarray, scores: np.ndarray) -> None:
-        """Copies the groups at `column` of tile number `tile`, scores [GROUP, groups * rows]."""
-        if (tile + 1) * self.per_tile > self.num_groups:  # the last tile: not its padding groups
-            column = column[tile * self.per_tile + column // self.rows < self.num_groups]
+    def add(self, first: int, column: np.ndarray, scores: np.ndarray, maxima: np.ndarray) -> None:
+        """Copies the groups at `column` of the block whose first tile is number `first`: scores
+        [tiles, GROUP, groups per tile * rows], maxima [tiles, groups per tile * rows]."""
+        group = first * self.per_tile + column // self.rows
+        if len(group) and group[-1] >= self.num_groups:  # the last tile: not its padding groups
+            column, group = column[group < self.num_groups], group[group < self.num_groups]
         if self.count + len(column) > self.scores.shape[1]:
             grown = np.empty((GROUP, 2 * (self.count + len(column))), self.scores.dtype)
             grown[:, :self.count] = self.scores[:, :self.count]
             self.scores = grown
-        self.scores[:, self.count:self.count + len(column)] = np.take(scores, column, axis=1)
+        width = self.per_tile * self.rows
+        at = column + column // width * ((GROUP - 1) * width)  # slot 0 of each group in the flat scores
+        np.take(scores.reshape(-1), at + self.slots, out=self.scores[:, self.count:self.count + len(column)], mode="clip")
         self.count += len(column)
-        self.new_tiles.append((tile, len(column)))
-        self.new_columns.append(column)
+        row, group_maxima = column % self.rows, np.take(maxima.reshape(-1), column)
+        self.keys.append(row * self.num_groups + group)
+        self.maxima.append(group_maxima)
+        self.new_rows.append(row)
+        self.new_maxima.append(group_maxima)
 
-    def update(self, upto_item: int) -> None:
-        """Masks the groups let in since the last update (items before upto_item) and moves the threshold."""
-        tiles, sizes = zip(*self.new_tiles)
-        group, row = np.divmod(np.concatenate(self.new_columns), self.rows)
-        group += np.repeat(np.array(tiles) * self.per_tile, sizes)
-        block = self.scores[:, self.done:self.count]
-        key = row * self.num_groups + group
-        lo, hi = np.searchsorted(self.masked_item, [self.since, upto_item])
-        _mask(block, key, self.masked_key[lo:hi], self.masked_slot[lo:hi])
-        maxima = block.max(axis=0)
-        self.keys.append(key)
-        self.maxima.append(maxima)
-        self.new_tiles, self.new_columns, self.done, self.since = [], [], self.count, upto_item
-
+    def update(self) -> None:
+        """Moves the threshold by the groups let in since the last update."""
+        row, maxima = np.concatenate(self.new_rows), np.concatenate(self.new_maxima)
+        self.new_rows, self.new_maxima, self.done = [], [], self.count
         order = _stable_by_row(row, self.rows)
         row, maxima = row[order], maxima[order]
         count = np.bincount(row, minlength=self.rows)
@@ -241,18 +275,20 @@ class _Groups:
             self.threshold = table.min(axis=1)
 
     def final(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's top k groups (by true maximum, the lower group first on ties), ascending,
-        [rows, k], and their scores [rows, k * GROUP]."""
-        keys = np.concatenate(self.keys)
-        order = _stable_by_row(keys // self.num_groups, self.rows)  # each row's groups ascend already
-        keys = keys[order]
+        """Each row's top k groups (by maximum, the lower group first on ties), ascending, [rows, k],
+        and their scores [rows, k * GROUP]."""
+        keys, maxima = np.concatenate(self.keys), np.concatenate(self.maxima)
+        # only groups at or above the row's k-th largest maximum can be among its top k (~1 in 8 here)
+        column = np.flatnonzero(maxima >= self.best.min(axis=1)[keys // self.num_groups])
+        column = column[_stable_by_row(keys[column] // self.num_groups, self.rows)]  # each row's groups ascend already
+        keys = keys[column]
         row = keys // self.num_groups
         count = np.bincount(row, minlength=self.rows)
         begin = np.cumsum(count) - count
         table = np.full((self.rows, count.max()), -np.inf, self.best.dtype)  # padding ranks behind a row's groups
-        table[row, np.arange(len(keys)) - begin[row]] = np.concatenate(self.maxima)[order]
+        table[row, np.arange(len(keys)) - begin[row]] = maxima[column]
         chosen = (begin[:, None] + np.nonzero(first_k_largest(table, self.k))[1].reshape(self.rows, -1)).ravel()
-        scores = np.take(self.scores, order[chosen], axis=1)  # [GROUP, rows * k]
+        scores = np.take(self.scores, column[chosen], axis=1)  # [GROUP, rows * k]
         return (keys[chosen] % self.num_groups).reshape(self.rows, -1), scores.T.reshape(self.rows, -1)
 
 
@@ -273,18 +309,8 @@ def first_k_largest(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def _stable_by_row(row: np.ndarray, rows: int) -> np.ndarray:
-    """Stable argsort of row numbers: a radix sort when they fit 16 bits."""
+    """Stable argsort of row (or block) numbers 0..rows-1: a radix sort when they fit 16 bits."""
     return np.argsort(row.astype(np.uint16) if rows <= 1 << 16 else row, kind="stable")
-
-
-def _mask(block: np.ndarray, key: np.ndarray, masked_key: np.ndarray, masked_slot: np.ndarray) -> None:
-    """Sets to -inf the masked items of the groups in block [GROUP, groups] (group keys `key`)."""
-    if len(key) == 0 or len(masked_key) == 0:
-        return
-    order = np.argsort(key)
-    at = order[np.minimum(np.searchsorted(key, masked_key, sorter=order), len(key) - 1)]
-    found = key[at] == masked_key
-    block[masked_slot[found], at[found]] = -np.inf
 
 
 NAN_SCORES = "scores: NaN in the scores of the corpus (the model's embeddings are not finite); no ranking exists"
@@ -303,13 +329,3 @@ def _check_no_nan(queries: np.ndarray, items: np.ndarray) -> None:
 def _position(local_items: np.ndarray, per_tile: int) -> np.ndarray:
     """Row of a tile's local items in tile layout."""
     return local_items % GROUP * per_tile + local_items // GROUP
-
-
-def _by_item(pairs):
-    """(row, 0-based item, original position) of (row, 1-based item) pairs, sorted by item."""
-    if pairs is None or len(pairs[0]) == 0:
-        empty = np.empty(0, np.int64)
-        return empty, empty, empty
-    rows, items = pairs
-    order = np.argsort(items, kind="stable")
-    return np.asarray(rows, np.int64)[order], np.asarray(items, np.int64)[order] - 1, order
