@@ -126,6 +126,23 @@ def test_hyperband_minimising_and_nan(sqlite_url):
     assert decide(store, pruner, study.id, second, 2, math.nan) is True
 
 
+def test_a_rung_at_a_trials_last_epoch_stops_nothing_and_its_value_still_competes(sqlite_url):
+    """Stopping after the last epoch saves nothing: a 9-epoch trial at rung 9 would be PRUNED
+    after training in full. It goes on, recorded at the rung, where later trials meet it."""
+    store, study = new_study(sqlite_url, early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3})
+    pruner = HyperbandPruner("score", "max", min_iter=1, eta=3)
+    best, last, later = add_trial(store, study), add_trial(store, study), add_trial(store, study)
+    report(store, best, 1, 0.5)
+    assert decide(store, pruner, study.id, best, 1, 0.5) is False
+    report(store, last, 1, 0.4)  # below the best at the rung: asked, the pruner stops it ...
+    assert decide(store, pruner, study.id, last, 1, 0.4, last=True) is False  # ... but nothing is left to stop
+    assert recorded(store, last) == {1: 1.0}
+    assert decide(store, pruner, study.id, last, 1, 0.4) is False  # decided once: the recorded answer
+    report(store, later, 1, 0.45)  # third at the rung: only the best of the three goes on, 0.4 counted
+    assert decide(store, pruner, study.id, later, 1, 0.45) is True
+    assert decide(store, pruner, study.id, best, 2, 0.6, last=True) is False and 2 not in recorded(store, best)
+
+
 def test_median_stops_below_the_median_of_completed_trials_at_the_same_epoch(sqlite_url):
     store, study = new_study(sqlite_url, early_terminate={"type": "median", "min_iter": 2, "startup_trials": 2})
     pruner = MedianPruner("score", "max", min_iter=2, startup_trials=2)

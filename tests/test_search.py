@@ -146,6 +146,38 @@ def test_hyperband_honours_its_epoch_budget(tmp_path):
         assert trained == budget
 
 
+def test_a_trial_that_trained_all_its_epochs_is_completed_not_pruned(tmp_path):
+    """Real tiny training, one worker in this process: with one epoch per trial, hyperband's
+    rung 1 is every trial's last epoch. The second trial (τ 0.05) is below the first (τ 1.0)
+    after one epoch, which would stop it at any earlier epoch; it trained in full, so it completes."""
+    from tuner.search import create_or_resume_study, run_worker
+    from tuner.space import load_space
+    from tuner.store import list_trials, open_store
+
+    space = yaml.safe_load(TEMP_SPACE.read_text())
+    space["model"]["embedding_dim"] = 8
+    space["training"]["epochs"] = 1
+    space["evaluation"]["baselines"] = []
+    base = {key: value for key, value in space.items() if key not in ("parameters", "search")}
+    for name, temperature in (("flat", 1.0), ("sharp", 0.05)):
+        config = {**base, "retrieval": {**base["retrieval"], "temperature": temperature}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    space["search"].update({"max_trials": 2, "enqueue": ["flat.yaml", "sharp.yaml"]})
+    path = tmp_path / "last.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'last.db'}"
+    store = open_store(url)
+    create_or_resume_study(store, "last", load_space(str(path)))
+    run_worker(url, "last", worker_id="w0", log=lambda line: None)
+
+    trials = list_trials(store, "last")
+    assert [t.params["retrieval.temperature"] for t in trials] == [1.0, 0.05]
+    assert trials[1].objective < trials[0].objective, "the second trial must lose at the rung for this test"
+    assert [t.status for t in trials] == ["COMPLETED", "COMPLETED"], [t.error for t in trials]
+    decisions = rows(tmp_path / "last.db", "SELECT value FROM metrics WHERE name = 'tuner/continue' ORDER BY trial_id")
+    assert decisions == [(1.0,), (1.0,)]
+
+
 @pytest.mark.parametrize("parameters, expected", [
     ({"retrieval.temperature": {"distribution": "normal", "min": 0.01, "max": 1}}, "distribution"),
     ({"retrieval.temperature": {"distribution": "log_uniform_values", "min": 0.5, "max": 0.1}}, "min"),

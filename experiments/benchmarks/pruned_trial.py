@@ -38,7 +38,7 @@ class StoppedAfter:
         hp.values.update(self.values)
         return hp
 
-    def report_epoch(self, epoch: int, metrics: dict) -> bool:
+    def report_epoch(self, epoch: int, metrics: dict, last: bool = False) -> bool:
         self.reported.append(now())
         if epoch >= self.stop_after:
             self.pruned_at = epoch

@@ -176,8 +176,9 @@ def replay(source: tuple[str, str], variant: str, n: int, path: Path) -> list[di
 
     def trial_fn(ctx) -> dict:
         curve = curves[ctx.values["i"]]
-        for epoch in sorted(e for e in curve if e is not None):
-            if ctx.report_epoch(epoch, curve[epoch]):
+        epochs = sorted(e for e in curve if e is not None)
+        for epoch in epochs:  # a completed trial's curve: its last epoch is the trial's last, as in a real run
+            if ctx.report_epoch(epoch, curve[epoch], last=epoch == epochs[-1]):
                 return curve[epoch]
         return curve[None]
 

@@ -66,7 +66,12 @@ class TrialRunner:
         try:
             model = self.hypermodel.build(hp)
             initial_epoch = self._continue(ctx, model, log)
-            result = self.hypermodel.fit(hp, model, on_epoch=ctx.report_epoch, log=log, initial_epoch=initial_epoch)
+            epochs = model.cfg.training.epochs  # Hyperband's tuner/epochs already in it
+
+            def report(epoch: int, metrics: dict) -> bool:
+                return ctx.report_epoch(epoch, metrics, last=epoch >= epochs)
+
+            result = self.hypermodel.fit(hp, model, on_epoch=report, log=log, initial_epoch=initial_epoch)
             if self.space.search.oracle == "hyperband" and ctx.artifacts and ctx.pruned_at is None:
                 artifacts.save(model, Path(ctx.artifacts) / str(ctx.number))  # a later round may continue it
             return train.flat_metrics(result)

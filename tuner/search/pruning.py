@@ -10,10 +10,13 @@ from tuner.errors import TrialLost
 from tuner.store import RUNNING, Store, api
 
 
-def decide(store: Store, pruner, study_id: int, trial_id: int, epoch: int, value: float) -> bool:
+def decide(store: Store, pruner, study_id: int, trial_id: int, epoch: int, value: float,
+           last: bool = False) -> bool:
     """Whether trial `trial_id` stops after `epoch` (its objective there: `value`). Asked under
     the study lock and recorded, so decisions are taken one at a time across workers and a
-    decision once recorded is the answer ever after."""
+    decision once recorded is the answer ever after. `last`: the trial's final epoch, where
+    stopping saves nothing (a 9-epoch trial at rung 9 would be PRUNED after training in full):
+    it goes on, and its value is recorded at the rung for the trials that reach it later."""
     if not pruner.decides_at(epoch):
         return False
     with api.study_lock(store, study_id, trial_id) as study:
@@ -22,7 +25,7 @@ def decide(store: Store, pruner, study_id: int, trial_id: int, epoch: int, value
         recorded = study.decision(trial_id, epoch)
         if recorded is not None:
             return not recorded
-        stop = pruner.should_stop(study.epoch_view(trial_id, pruner.objective, epoch, value))
+        stop = False if last else pruner.should_stop(study.epoch_view(trial_id, pruner.objective, epoch, value))
         if stop is None:
             return False
         study.record_decision(trial_id, epoch, go_on=not stop)

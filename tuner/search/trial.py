@@ -71,9 +71,10 @@ class TrialContext:
             self._store = open_store(self.store_url)
         return self._store
 
-    def report_epoch(self, epoch: int, metrics: dict[str, float]) -> bool:
+    def report_epoch(self, epoch: int, metrics: dict[str, float], last: bool = False) -> bool:
         """Writes one epoch's metrics at once (1-based: epochs done) and beats the heart. True when
-        the study's pruner stops the trial here: the trial function ends after this epoch."""
+        the study's pruner stops the trial here: the trial function ends after this epoch.
+        `last`: the trial's final epoch, which the pruner records but never stops."""
         if self._lost or not api.report_epoch(self.store(), self.trial_id, epoch, metrics):
             self._lost = True
             raise TrialLost(f"trial {self.number} was declared lost by another worker (stale heartbeat)")
@@ -83,7 +84,7 @@ class TrialContext:
         if self.pruner is None:
             return False
         try:
-            stop = decide(self.store(), self.pruner, self.study_id, self.trial_id, epoch, self.last_value)
+            stop = decide(self.store(), self.pruner, self.study_id, self.trial_id, epoch, self.last_value, last)
         except TrialLost:
             self._lost = True
             raise
