@@ -230,3 +230,15 @@ def check_space(space) -> None:
 
     for where, data in space.configs_to_check():
         check(config.from_dict(data, where), where)
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size now (Linux's /proc; None elsewhere). Not ru_maxrss, which
+    only ever grows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -20,7 +20,7 @@ import uuid
 from datetime import timedelta
 from typing import Callable
 
-from tuner import usercode
+from tuner import memory, usercode
 from tuner.errors import ConfigError, TrialLost
 from tuner.store import DEFAULT_URL, LockedStudy, Store, Study, api, get_study, open_store
 from tuner.store.engine import one_line
@@ -33,6 +33,10 @@ TrialFn = Callable[[TrialContext], dict]
 # fresh process with the same worker id (it owns no running trial; the store sees no lost worker).
 HAND_OVER = "hand over"
 HAND_OVER_EXIT = 75  # a worker process's exit code then (EX_TEMPFAIL: run me again)
+# ... or sooner, once its memory has grown this much over what it held after its first trial:
+# each fit leaves its traced step alive, one model's tables and optimizer slots (about 400 MB a
+# trial at 1M items, 32 dims, Adam), so a count of trials alone bounds nothing at scale.
+MEMORY_GROWTH = 1.25
 
 
 def _timings(timeout: float) -> tuple[float, float]:
@@ -181,14 +185,18 @@ class _Worker:
     def loop(self, trial_fn: TrialFn, stop_event: threading.Event | None, trials_per_process: int | None = None) -> str:
         current = outcome = None
         ran = 0
+        after_first = None  # RSS after this process's first trial
         try:
             while True:
-                handing_over = trials_per_process is not None and ran >= trials_per_process
+                grown = ran > 1 and after_first and (memory.resident_bytes() or 0) > MEMORY_GROWTH * after_first
+                handing_over = trials_per_process is not None and (ran >= trials_per_process or grown)
                 stopping = handing_over or (stop_event is not None and stop_event.is_set())
                 result = self.visit(current, outcome, want_next=not stopping)  # the last trial's outcome first
                 current = outcome = None
                 if handing_over:
-                    self.log(f"[{self.worker_id}] {ran} trials run in this process: a fresh one takes its place")
+                    why = (f", its memory over {MEMORY_GROWTH:g}× the {after_first / 2**20:,.0f} MB it held after the first"
+                           if grown else "")
+                    self.log(f"[{self.worker_id}] {ran} trials run in this process{why}: a fresh one takes its place")
                     return HAND_OVER
                 if stopping:
                     self.log(f"[{self.worker_id}] stopped on request")
@@ -205,6 +213,8 @@ class _Worker:
                 current = result
                 outcome = self.run_trial(trial_fn, current)
                 ran += 1
+                if ran == 1:
+                    after_first = memory.resident_bytes()
         except KeyboardInterrupt:
             if current is not None:
                 interrupted = Outcome(INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM); re-queued")
