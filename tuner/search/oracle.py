@@ -67,7 +67,8 @@ def new_oracle(study: Study):
     """A fresh oracle with the study's stored settings (its state is restored separately)."""
     s = study.settings
     kwargs = dict(objective=kt.Objective(study.objective, study.direction),
-                  hyperparameters=hyperparameters(s.hyperparameters), seed=s.search.seed,
+                  hyperparameters=hyperparameters(s.hyperparameters),
+                  seed=s.search.seed if study.oracle == "tpe" else spread_seed(s.search.seed),
                   max_retries_per_trial=s.search.retries,
                   max_consecutive_failed_trials=None)  # a failing trial must not stop the study
     cls = ORACLE_CLASSES[study.oracle]
@@ -87,6 +88,15 @@ def new_oracle(study: Study):
     if s.enqueued:
         oracle.enqueued = s.enqueued
     return oracle
+
+
+def spread_seed(seed: int | None) -> int | None:
+    """Keras Tuner's seed for a study's `search.seed`. Its oracles draw parameter after parameter
+    from `random.Random(state)`, adding 1 to the state each time, so nearby seeds walk nearly the
+    same states: on `full.yaml`, random search seeded 2 and 3 drew 39 of the same 40 trials, 1 and
+    4 drew 35. SeedSequence puts each seed's start far from the others'. (TPE spreads its own:
+    `tpe.ask_seed`.) A resumed study keeps the state it stored."""
+    return None if seed is None else int(np.random.SeedSequence(seed).generate_state(1)[0] >> 1)
 
 
 def hyperparameters(config: dict) -> kt.HyperParameters:
