@@ -76,10 +76,8 @@ _kept: list[bytes] = []  # what leaky_trial holds on to, as a fit's traced step 
 
 
 def leaky_trial(ctx: TrialContext) -> dict:
-    """pid_trial that keeps 30% more memory each trial (written, so resident)."""
-    from tuner.memory import resident_bytes
-
-    _kept.append(b"\x01" * int(0.3 * resident_bytes()))
+    """pid_trial that keeps 0.6 GiB more each trial (written, so resident)."""
+    _kept.append(b"\x01" * (600 << 20))
     return pid_trial(ctx)
 
 
@@ -423,14 +421,14 @@ def test_a_worker_hands_over_to_a_fresh_process_every_n_trials_and_every_trial_r
 
 
 def test_a_worker_whose_memory_grows_hands_over_before_its_count_of_trials(sqlite_url):
-    """Each trial leaves 30% more memory behind: after its second trial a process holds more than
-    1.25x what it held after its first, and a fresh one takes over, though 10 trials were allowed."""
+    """Each trial leaves 0.6 GiB behind: after its third a process holds over 1.25x and 1 GiB more
+    than after its first, and a fresh one takes over, though 10 trials were allowed."""
     store = new_study(sqlite_url, max_trials=4, heartbeat_timeout=3.0)
     assert start_local_workers(1, sqlite_url, "s", f"{HERE}:leaky_trial", trials_per_process=10) == [0]
     rows = assert_consistent(store, "s", 4)
     assert len(rows) == 4 and {r.worker for r in rows} == {"w0"}
     pids = [m.value for m in sorted(list_metrics(store, "s"), key=lambda m: m.number) if m.epoch is None and m.name == "pid"]
-    assert [pids.index(pid) for pid in pids] == [0, 0, 2, 2]
+    assert [pids.index(pid) for pid in pids] == [0, 0, 0, 3]
 
 
 @pytest.mark.postgres
