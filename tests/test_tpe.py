@@ -91,7 +91,11 @@ def test_tpe_concentrates_on_the_good_region_where_random_search_does_not(tmp_pa
     kind_a = {oracle: sum(t.params["kind"] == "a" for t in trials[20:]) for oracle, trials in found.items()}
     assert statistics.fmean(later["tpe"]) > statistics.fmean(later["random"]) + 0.1, later
     assert kind_a["tpe"] >= 15 > kind_a["random"], kind_a
-    assert max(later["tpe"]) > max(t.objective for t in found["random"])
+    # the best five of TPE's last 20 above random search's best five of all 40 (one lucky draw
+    # of random search can beat TPE's single best: seeded 3, it did)
+    top = {oracle: statistics.fmean(sorted(values, reverse=True)[:5]) for oracle, values in
+           (("tpe", later["tpe"]), ("random", [t.objective for t in found["random"]]))}
+    assert top["tpe"] > top["random"], top
     # conditional parameters are suggested only while active, Fixed ones carried through
     for trial in found["tpe"]:
         assert ("units" in trial.params) == (trial.params["kind"] == "a") and trial.params["fixed"] == 3
