@@ -26,6 +26,7 @@ from datetime import timezone
 from pathlib import Path
 
 import tuner  # noqa: F401  (before TensorFlow: selects tf-keras)
+from tuner.memory import resident_bytes
 from tuner.store import COMPLETED, list_trials, open_store
 
 
@@ -35,10 +36,7 @@ def sleep_trial(ctx) -> dict:
 
 
 def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return (resident_bytes() or float("nan")) / 2**20
 
 
 def child(args) -> None:

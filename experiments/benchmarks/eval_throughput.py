@@ -35,17 +35,15 @@ import resource
 import sys
 import threading
 import time
-from pathlib import Path
+
+from tuner.memory import resident_bytes  # light: no TensorFlow
 
 KS = [10, 100]
 SCORERS = ("model", "most_popular", "model (previous)", "most_popular (previous)")
 
 
 def _rss_gb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+    return (resident_bytes() or float("nan")) / 2**30
 
 
 class PeakRss:

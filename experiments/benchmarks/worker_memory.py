@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import tuner  # noqa: F401
+from tuner.memory import resident_bytes
 from tuner.search import create_or_resume_study, start_local_workers
 from tuner.space import load_space_text
 from tuner.store import open_store
@@ -48,11 +49,8 @@ NOTES_ENV = "WORKER_MEMORY_NOTES"  # the file each worker process appends its pe
 
 
 def rss_mb() -> float:
-    """Current resident set size from /proc (ru_maxrss would only ever grow)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Current resident set size (ru_maxrss would only ever grow)."""
+    return (resident_bytes() or float("nan")) / 2**20
 
 
 _runner = None  # one TrialRunner per worker process, as `run_worker` keeps one
