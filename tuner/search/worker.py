@@ -189,17 +189,16 @@ class _Worker:
         current = outcome = None
         ran = 0
         after_first = None  # RSS after this process's first trial
+        grown = False  # its RSS after the latest trial passed both bounds over after_first
         try:
             while True:
-                grown = ran > 1 and after_first and (memory.resident_bytes() or 0) > max(
-                    MEMORY_GROWTH * after_first, after_first + MEMORY_SLACK)
                 handing_over = trials_per_process is not None and (ran >= trials_per_process or grown)
                 stopping = handing_over or (stop_event is not None and stop_event.is_set())
                 result = self.visit(current, outcome, want_next=not stopping)  # the last trial's outcome first
                 current = outcome = None
                 if handing_over:
-                    why = (f", its memory over {MEMORY_GROWTH:g}× and 1 GB more than the {after_first / 2**20:,.0f} MB "
-                           "it held after the first" if grown else "")
+                    why = (f", its memory over {MEMORY_GROWTH:g}× and {MEMORY_SLACK / 2**30:g} GB more than the "
+                           f"{after_first / 2**20:,.0f} MB it held after the first" if grown else "")
                     self.log(f"[{self.worker_id}] {ran} trials run in this process{why}: a fresh one takes its place")
                     return HAND_OVER
                 if stopping:
@@ -217,8 +216,11 @@ class _Worker:
                 current = result
                 outcome = self.run_trial(trial_fn, current)
                 ran += 1
+                rss = memory.resident_bytes()  # None off Linux: then only the count hands over
                 if ran == 1:
-                    after_first = memory.resident_bytes()
+                    after_first = rss
+                elif rss is not None and after_first is not None:
+                    grown = rss > max(MEMORY_GROWTH * after_first, after_first + MEMORY_SLACK)
         except KeyboardInterrupt:
             if current is not None:
                 interrupted = Outcome(INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM); re-queued")
