@@ -16,7 +16,10 @@ Where the time goes at 1M items, d = 32 (a 224-row chunk of the synthetic corpus
 time per query): the products 0.65 ms (~100 GFLOP/s, the core's GEMM peak is ~105), the group
 maxima 0.08, copying the groups let in 0.08, the rest (thresholds, masks, the final top k)
 ~0.1: 0.91-0.96 ms in all, against 1.10-1.16 when each 1 MB tile was one product and the masks
-were applied to the groups let in.
+were applied to the groups let in. With a chunk per core, the products of a block are one numpy
+call (a stacked matmul, which runs them all without the GIL): a Python loop of ~20 us products
+made the two threads queue for the GIL between products, 1,335-1,399 queries/s against
+1,717-1,739 with the stacked call (2 cores, the two alternating in one process).
 
 Exact, ties included. Items rank by (score descending, index ascending), as the stable
 `tf.math.top_k` does. If item x is in the top k, its group g is among the top k groups (by
@@ -42,7 +45,7 @@ from tuner.errors import EvaluationError
 
 GROUP = 16  # items per group: fastest from 1,682 to 1M items (8 and 32 within 7%; 64 up to 2x slower)
 TILE_BYTES = 112 << 10  # scores of one product (128 items x 224 rows): see tile_items
-BLOCK_BYTES = 2 << 20  # scores of the tiles whose groups are let in together (1 MB: 5% slower; 8 MB: 15%)
+BLOCK_BYTES = 2 << 20  # scores of the tiles ranked together (2 cores: 1 MB 9-28% slower, 3-4 MB within noise)
 UPDATE_EVERY = 16  # groups let in per row, on average, between two updates of the threshold (64: 4% slower)
 
 
@@ -70,8 +73,8 @@ class Source:
         padding, any value) into out [tile, rows], in tile layout."""
         raise NotImplementedError
 
-    def fill_tiles(self, outs: list[np.ndarray], first: int) -> None:
-        """`fill` of tiles number first, first + 1, ... into outs[0], outs[1], ..."""
+    def fill_tiles(self, outs: np.ndarray, first: int) -> None:
+        """`fill` of tiles number first, first + 1, ... into outs[0], outs[1], ... (outs: [tiles, tile, rows])."""
         for number, out in enumerate(outs, first):
             self.fill(out, number * self.tile)
 
@@ -86,7 +89,7 @@ class DotScores(Source):
         if len(laid_out_items) % tile:
             raise ValueError(f"{len(laid_out_items)} item rows are not whole tiles of {tile}: see tile_order")
         self.items, self.tile = laid_out_items, tile
-        self.item_tiles = list(laid_out_items.reshape(-1, tile, laid_out_items.shape[1]))  # views: no slicing per tile
+        self.item_tiles = laid_out_items.reshape(-1, tile, laid_out_items.shape[1])
         # the queries are kept as [d, rows], contiguous: the product ran 6% faster than with a .T view
         self.transposed = np.ascontiguousarray(queries.T)
         self.dtype = np.result_type(queries.dtype, laid_out_items.dtype)
@@ -98,12 +101,9 @@ class DotScores(Source):
         chunk.__dict__.update(self.__dict__, transposed=np.ascontiguousarray(self.transposed[:, start:end]))
         return chunk
 
-    def fill(self, out, start):
-        np.matmul(self.items[start:start + self.tile], self.transposed, out=out)
-
-    def fill_tiles(self, outs, first):  # a tile's product is ~20 us: the loop is kept tight
-        for part, out in zip(self.item_tiles[first:first + len(outs)], outs):
-            np.matmul(part, self.transposed, out=out)
+    def fill_tiles(self, outs, first):
+        # one call for the block's tiles: a product each, all without the GIL (see the module's docstring)
+        np.matmul(self.item_tiles[first:first + len(outs)], self.transposed, out=outs)
 
 
 class SharedScores(DotScores):
@@ -112,10 +112,8 @@ class SharedScores(DotScores):
     def __init__(self, values: np.ndarray, rows: int, tile: int):
         super().__init__(np.zeros((rows, 1), values.dtype), values[tile_order(len(values), tile), None], tile)
 
-    def fill(self, out, start):
-        np.copyto(out, self.items[start:start + self.tile])  # broadcast over the rows
-
-    fill_tiles = Source.fill_tiles
+    def fill_tiles(self, outs, first):
+        np.copyto(outs, self.item_tiles[first:first + len(outs)])  # broadcast over the rows
 
 
 def tile_order(num_items: int, tile: int) -> np.ndarray:
@@ -161,7 +159,7 @@ def rank(source: Source, rows: int, num_items: int, k: int,
     num_tiles, per_tile = -(-num_items // tile), tile // GROUP
     per_block = min(num_tiles, max(1, BLOCK_BYTES // (tile * rows * np.dtype(dtype).itemsize)))
     scores = np.empty((per_block, GROUP, per_tile * rows), dtype)  # the block's tiles, each in tile layout
-    flat, tiles = scores.reshape(-1), list(scores.reshape(per_block, tile, rows))
+    flat, tiles = scores.reshape(-1), scores.reshape(per_block, tile, rows)
     maxima = np.empty((per_block, per_tile * rows), dtype)  # = [groups of the block, rows]
     lookups, masks = (_InBlocks(pairs, tile, rows, per_block, num_tiles) for pairs in (lookup, masked))
     looked_up = np.empty(len(lookups.at), dtype)
