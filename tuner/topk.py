@@ -18,8 +18,8 @@ maxima 0.08, copying the groups let in 0.08, the rest (thresholds, masks, the fi
 ~0.1: 0.91-0.96 ms in all, against 1.10-1.16 when each 1 MB tile was one product and the masks
 were applied to the groups let in. With a chunk per core, the products of a block are one numpy
 call (a stacked matmul, which runs them all without the GIL): a Python loop of ~20 us products
-made the two threads queue for the GIL between products, 1,335-1,399 queries/s against
-1,717-1,739 with the stacked call (2 cores, the two alternating in one process).
+made the two threads queue for the GIL between products, 1,335-1,401 queries/s against
+1,531-1,739 with the stacked call (2 cores, the two alternating in one process).
 
 Exact, ties included. Items rank by (score descending, index ascending), as the stable
 `tf.math.top_k` does. If item x is in the top k, its group g is among the top k groups (by
