@@ -457,6 +457,7 @@ def test_a_worker_killed_mid_trial_is_noticed_and_its_trial_rerun(sqlite_url, tm
     lost = next(r for r in rows if r.number == victim.number)
     assert lost.status == FAILED
     assert lost.error.startswith("worker lost: heartbeat stale since ") and lost.error.endswith("; re-queued")
+    assert lost.ended == lost.heartbeat  # its duration stops at its last heartbeat, not when the loss was seen
     assert any(m.epoch == 1 for m in list_metrics(store, "s", lost.number))  # its curve survived
     (rerun,) = [r for r in rows if r.kt_trial_id == lost.kt_trial_id and r.number != lost.number]
     assert rerun.status == COMPLETED and rerun.retries == 1 and rerun.params == lost.params

@@ -131,7 +131,9 @@ class _Worker:
                       f"(worker {trial.worker})")
             requeued, state = self.oracle.lose(trial.kt_trial_id, reason)
             reason += "; re-queued" if requeued else f"; not re-queued (retries {self.study.settings.search.retries} used up)"
-            study.update_trial(trial.id, status=FAILED, ended=study.now, error=reason, kt_state=state,
+            # it ended when its heartbeats did: its duration is the time it ran, not the time until
+            # the loss was noticed (which a study resumed days later would stretch to days)
+            study.update_trial(trial.id, status=FAILED, ended=trial.heartbeat, error=reason, kt_state=state,
                                kt_version=version)
             notes.append(f"trial {trial.number}: {reason}")
         return bool(stale)
