@@ -88,8 +88,8 @@ class DotScores(Source):
         """laid_out_items: [whole tiles, d], row p holding item tile_order(num_items, tile)[p]."""
         if len(laid_out_items) % tile:
             raise ValueError(f"{len(laid_out_items)} item rows are not whole tiles of {tile}: see tile_order")
-        self.items, self.tile = laid_out_items, tile
-        self.item_tiles = laid_out_items.reshape(-1, tile, laid_out_items.shape[1])
+        self.tile = tile
+        self.item_tiles = laid_out_items.reshape(-1, tile, laid_out_items.shape[1])  # a view: one product a tile
         # the queries are kept as [d, rows], contiguous: the product ran 6% faster than with a .T view
         self.transposed = np.ascontiguousarray(queries.T)
         self.dtype = np.result_type(queries.dtype, laid_out_items.dtype)
