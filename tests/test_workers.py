@@ -420,6 +420,16 @@ def test_a_worker_hands_over_to_a_fresh_process_every_n_trials_and_every_trial_r
     assert [pids.index(pid) for pid in pids] == [0, 0, 2, 2, 4]  # trials 1-2, 3-4 and 5: three processes
 
 
+def test_a_worker_that_runs_the_study_s_last_trial_leaves_without_a_fresh_process(sqlite_url, capfd):
+    """Four trials, two per process: the second process runs the last two and then ends the
+    study itself; before, a third process started only to find nothing left."""
+    store = new_study(sqlite_url, max_trials=4, heartbeat_timeout=3.0)
+    assert start_local_workers(1, sqlite_url, "s", f"{HERE}:pid_trial", trials_per_process=2) == [0]
+    assert len(assert_consistent(store, "s", 4)) == 4
+    out = "".join(capfd.readouterr())
+    assert out.count("a fresh one takes its place") == 1 and out.count("has no more trials to run") == 1
+
+
 def test_a_worker_whose_memory_grows_hands_over_before_its_count_of_trials(sqlite_url):
     """Each trial leaves 0.6 GiB behind: after its third a process holds over 1.25x and 1 GiB more
     than after its first, and a fresh one takes over, though 10 trials were allowed."""

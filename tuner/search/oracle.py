@@ -212,6 +212,13 @@ class StudyOracle:
         retries = self.oracle._run_times.get(trial.trial_id, 0)  # private: runs per trial id (1.4.8)
         return Handout(trial.trial_id, values, trial.hyperparameters.get_config(), retries, self._state(trial))
 
+    def exhausted(self) -> bool:
+        """Whether the trial budget is spent and no trial waits for a retry: then nothing is left
+        to hand out (without asking, which would draw new values). An oracle without a budget
+        (Hyperband's brackets) is never exhausted here."""
+        oracle = self.oracle
+        return bool(oracle.max_trials) and len(oracle.trials) >= oracle.max_trials and not oracle._retry_queue
+
     def complete(self, kt_trial_id: str, objective: float, step: int) -> str:
         """Records a finished trial's objective; the trial's new state JSON."""
         trial = self.oracle.trials[kt_trial_id]

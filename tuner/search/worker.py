@@ -69,7 +69,9 @@ class _Worker:
 
     def visit(self, current: TrialContext | None, outcome: Outcome | None, want_next: bool):
         """One visit to the oracle under the study lock. Returns the next trial's context, or
-        "wait" (nothing to hand out yet, or trials still running elsewhere) or "done"."""
+        "wait" (nothing to hand out yet, or trials still running elsewhere) or "done". A visit
+        that asks for no trial says "done" only when none is left to run anywhere, so that a
+        process handing over at the end of a study is not replaced by one that would find nothing."""
         notes: list[str] = []
         try:
             mine = None if current is None else current.trial_id
@@ -82,8 +84,10 @@ class _Worker:
                 if want_next:
                     result = self._next(study, version)
                     touched |= isinstance(result, TrialContext)
+                elif not self.oracle.exhausted():
+                    result = "wait"
                 self.oracle.save(study, version, force=touched)
-                if result == "done" and want_next and study.count_running():
+                if result == "done" and study.count_running():
                     result = "wait"  # a running trial may yet fail and be re-queued
                 if touched and self.study.oracle == "hyperband" and self.folder.is_dir():
                     # decided under the lock, deleted after it (files are slow; the lock is shared)
@@ -96,7 +100,7 @@ class _Worker:
         if self.stale_checkpoints:
             artifact_files.remove_unneeded(self.folder, drop=self.stale_checkpoints)
             self.stale_checkpoints = set()
-        if result == "done" and want_next:
+        if result == "done":
             artifact_files.remove_study(self.folder)  # no trial left to run: no checkpoint is needed
         return result
 
@@ -198,6 +202,9 @@ class _Worker:
                 stopping = handing_over or (stop_event is not None and stop_event.is_set())
                 result = self.visit(current, outcome, want_next=not stopping)  # the last trial's outcome first
                 current = outcome = None
+                if result == "done" and handing_over:  # the study's last trial ran here: no fresh process
+                    self.log(f"[{self.worker_id}] study '{self.study.name}' has no more trials to run")
+                    return "done"
                 if handing_over:
                     why = (f", its memory over {MEMORY_GROWTH:g}× and {MEMORY_SLACK / 2**30:g} GB more than the "
                            f"{after_first / 2**20:,.0f} MB it held after the first" if grown else "")
