@@ -21,7 +21,8 @@ store: rerunning the same command resumes. `--no-run` prints the tables from the
 
 Per arm, over its seeds: mean ± sd of the best val objective of the completed trials among the
 first 10, 20 and 40 (the count of studies that got that far in brackets), and the trial-seconds
-(sum of end - start of each trial, from the store; indicative: the machine is shared). The last
+(sum of end - start of each trial, from the store; indicative: the machine is shared). Then, over
+all arms and seeds, what the completed trials at or above 0.6 have in common (`region`). The last
 line is one JSON object with `tpe_at_20_over_random_at_40`, `tpe_at_40_over_random_at_40` and
 the like: ratios of the means of the best val objective.
 """
@@ -50,6 +51,7 @@ ARMS = ("random", "bayesian", "tpe")
 PRUNER = {"type": "hyperband", "min_iter": 1, "eta": 3}
 EPOCHS = [2, 4, 6]  # full.yaml searches 4, 8, 12
 CHECKPOINTS = (10, 20, 40)
+REGION = 0.6  # the level of the best region of the space, reached in some seeds only
 
 
 def study_name(arm: str, seed: int) -> str:
@@ -142,6 +144,36 @@ def table(out: Path, arms: list[str], seeds: list[int], trials: int) -> dict[str
     return means
 
 
+def region(out: Path, arms: list[str], seeds: list[int], trials: int, level: float = REGION) -> None:
+    """What the completed trials at or above `level` share, over every arm and seed: per parameter
+    of a few values, the completed trials with each value and how many of them reached `level` (the parameters
+    whose values split it most first), and how well epoch 1 ranks the completed trials' final
+    objectives (Spearman), i.e. how safe pruning after epoch 1 is in this space."""
+    from scipy.stats import spearmanr
+
+    rows = [r for arm in arms for s in seeds for r in study_rows(out, arm, s, trials)
+            if r["status"] == COMPLETED and r["objective"] is not None]
+    if not rows:
+        return
+    counts: dict[str, dict[str, list[int]]] = {}
+    for r in rows:
+        for name, value in r["config"].items():
+            cell = counts.setdefault(name, {}).setdefault(json.dumps(value), [0, 0])
+            cell[0] += 1
+            cell[1] += r["objective"] >= level
+    def spread(by_value):  # the gap between the values' shares at or above level
+        shares = [hits / n for n, hits in by_value.values()]
+        return max(shares) - min(shares)
+    print(f"completed trials at or above {level}: {sum(r['objective'] >= level for r in rows)} of {len(rows)}; "
+          "per value: completed / at or above")
+    choices = {name: by_value for name, by_value in counts.items() if len(by_value) <= 8}  # not the ranges
+    for name, by_value in sorted(choices.items(), key=lambda item: -spread(item[1]))[:5]:
+        print(f"  {name}: " + ", ".join(f"{v} {n} / {hits}" for v, (n, hits) in by_value.items()))
+    paired = [(r["first"], r["objective"]) for r in rows if r["first"] is not None]
+    rho = spearmanr(*zip(*paired)).statistic if len(paired) > 2 else float("nan")
+    print(f"epoch 1 against the final objective of the completed trials: Spearman {rho:.2f} ({len(paired)} trials)")
+
+
 def ratios(means: dict[str, dict[int, float]]) -> dict[str, float | None]:
     """Ratios of mean best objectives: each arm after each checkpoint over random after the last."""
     if "random" not in means or not means["random"]:
@@ -174,6 +206,7 @@ def main() -> None:
     run_queue([] if args.no_run else names, args.jobs, args.out,
               lambda name: start_study(args.out, name, args.trials, args.trials_per_process))
     means = table(args.out, args.arms, args.seeds, args.trials)
+    region(args.out, args.arms, args.seeds, args.trials)
     print(json.dumps(ratios(means)))
 
 

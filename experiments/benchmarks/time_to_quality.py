@@ -126,15 +126,20 @@ def finished(store, study: str) -> int:
 
 
 def read_trials(url: str, study: str) -> list[dict]:
-    """A study's finished trials in order: values, status, objective, seconds, epochs trained."""
+    """A study's finished trials in order: values, status, objective, seconds, epochs trained, and
+    the objective after epoch 1 (`first`: what the first rung of a pruner judged)."""
     with open_store(url) as store:
         objective = get_study(store, study).objective
         epochs: dict[int, int] = {}
+        first: dict[int, float] = {}
         for m in list_metrics(store, study):
             if m.epoch is not None and m.name == objective:
                 epochs[m.number] = epochs.get(m.number, 0) + 1
+                if m.epoch == 1:
+                    first[m.number] = m.value
         return [{"config": {k: v for k, v in t.params.items() if not k.startswith("tuner/")},
-                 "status": t.status, "objective": t.objective, "seconds": t.duration, "epochs": epochs.get(t.number, 0)}
+                 "status": t.status, "objective": t.objective, "seconds": t.duration, "epochs": epochs.get(t.number, 0),
+                 "first": first.get(t.number)}
                 for t in list_trials(store, study) if t.status in FINISHED]
 
 
