@@ -146,9 +146,9 @@ def table(out: Path, arms: list[str], seeds: list[int], trials: int) -> dict[str
 
 def region(out: Path, arms: list[str], seeds: list[int], trials: int, level: float = REGION) -> None:
     """What the completed trials at or above `level` share, over every arm and seed: per parameter
-    of a few values, the completed trials with each value and how many of them reached `level` (the parameters
-    whose values split it most first), and how well epoch 1 ranks the completed trials' final
-    objectives (Spearman), i.e. how safe pruning after epoch 1 is in this space."""
+    of a few values, the completed trials with each value and how many of them reached `level`
+    (the parameters whose values split it most first), and how well epoch 1 ranks the completed
+    trials' final objectives (Spearman), i.e. how safe pruning after epoch 1 is in this space."""
     from scipy.stats import spearmanr
 
     rows = [r for arm in arms for s in seeds for r in study_rows(out, arm, s, trials)
@@ -161,6 +161,7 @@ def region(out: Path, arms: list[str], seeds: list[int], trials: int, level: flo
             cell = counts.setdefault(name, {}).setdefault(json.dumps(value), [0, 0])
             cell[0] += 1
             cell[1] += r["objective"] >= level
+
     def spread(by_value):  # the gap between the values' shares at or above level
         shares = [hits / n for n, hits in by_value.values()]
         return max(shares) - min(shares)

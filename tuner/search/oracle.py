@@ -217,7 +217,8 @@ class StudyOracle:
         to hand out (without asking, which would draw new values). An oracle without a budget
         (Hyperband's brackets) is never exhausted here."""
         oracle = self.oracle
-        return bool(oracle.max_trials) and len(oracle.trials) >= oracle.max_trials and not oracle._retry_queue
+        return (bool(oracle.max_trials) and len(oracle.trials) >= oracle.max_trials
+                and not oracle._retry_queue)  # private: the retry queue (1.4.8)
 
     def complete(self, kt_trial_id: str, objective: float, step: int) -> str:
         """Records a finished trial's objective; the trial's new state JSON."""

@@ -202,7 +202,9 @@ class _Worker:
                 stopping = handing_over or (stop_event is not None and stop_event.is_set())
                 result = self.visit(current, outcome, want_next=not stopping)  # the last trial's outcome first
                 current = outcome = None
-                if result == "done" and handing_over:  # the study's last trial ran here: no fresh process
+                # done, unless a stop was asked for; a process that ran the study's last trial as it
+                # hands over ends the study too, rather than a fresh process finding nothing left
+                if result == "done" and (handing_over or not stopping):
                     self.log(f"[{self.worker_id}] study '{self.study.name}' has no more trials to run")
                     return "done"
                 if handing_over:
@@ -213,9 +215,6 @@ class _Worker:
                 if stopping:
                     self.log(f"[{self.worker_id}] stopped on request")
                     return "stopped"
-                if result == "done":
-                    self.log(f"[{self.worker_id}] study '{self.study.name}' has no more trials to run")
-                    return "done"
                 if result == "wait":
                     if stop_event is not None:
                         stop_event.wait(self.poll_every)
