@@ -162,7 +162,7 @@ def test_a_trial_that_trained_all_its_epochs_is_completed_not_pruned(tmp_path):
     for name, temperature in (("flat", 1.0), ("sharp", 0.05)):
         config = {**base, "retrieval": {**base["retrieval"], "temperature": temperature}}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    space["search"].update({"max_trials": 2, "enqueue": ["flat.yaml", "sharp.yaml"]})
+    space["search"].update({"max_trials": 2, "base_first": False, "enqueue": ["flat.yaml", "sharp.yaml"]})
     path = tmp_path / "last.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     url = f"sqlite:///{tmp_path / 'last.db'}"

@@ -379,7 +379,7 @@ ERRORS = [
     ("unknown search key",
      {"search": {"oracle": "random", "trials": 5}},
      "unknown key 'search.trials' (allowed: oracle, objective, direction, max_trials, workers, seed, max_epochs, "
-     "factor, retries, study, engine, trials_per_process, early_terminate, enqueue, warm_start)"),
+     "factor, retries, study, engine, trials_per_process, early_terminate, base_first, enqueue, warm_start)"),
     ("bad oracle",
      {"search": {"oracle": "cmaes"}},
      "search.oracle: 'cmaes' is not one of random, bayesian, hyperband, grid, tpe"),

@@ -286,6 +286,55 @@ def test_enqueued_configs_run_first_then_the_oracle_takes_over(tmp_path, oracle)
     assert all(space.searched_values(t.params) not in first for t in trials[2:])
 
 
+BASE = {"retrieval.temperature": 0.1, "model.embedding_dim": 32, "model.query_layers": [], "negatives.strategy": "in_batch"}
+
+
+@pytest.mark.parametrize("oracle", ["tpe", "random", "bayesian"])
+def test_the_space_own_config_is_the_first_trial_by_default(tmp_path, oracle):
+    space = load_space(str(space_file(tmp_path, oracle)))
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with open_store(url) as store:
+        create_or_resume_study(store, "b", space)
+    trials = run(url, "b", trial_fn=recall_trial)
+    assert [space.searched_values(t.params) for t in trials][0] == BASE
+    assert all(space.searched_values(t.params) != BASE for t in trials[1:])
+
+
+def test_base_first_off_or_outside_the_space_draws_the_first_trial(tmp_path, capsys):
+    space = load_space(str(space_file(tmp_path, "random", base_first=False)))
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with open_store(url) as store:
+        create_or_resume_study(store, "off", space)
+    assert space.searched_values(run(url, "off", trial_fn=recall_trial)[0].params) != BASE
+    assert capsys.readouterr().err == ""
+
+    text = space_file(tmp_path, "tpe").read_text().replace("embedding_dim: 32", "embedding_dim: 48")
+    (tmp_path / "outside.yaml").write_text(text)
+    space = load_space(str(tmp_path / "outside.yaml"))
+    with open_store(url) as store:
+        study = create_or_resume_study(store, "outside", space)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "parameter 'model.embedding_dim': 48 is outside this space's values" in err, err
+    assert "search.base_first" in err and study.settings.base is None
+    assert len(run(url, "outside", trial_fn=recall_trial)) == 5
+
+
+def test_a_study_made_without_a_base_resumes_without_one(tmp_path):
+    """A study created before `search.base_first` existed (stored without it) resumes as it was:
+    no refusal for other settings, and no base trial run in the middle of it."""
+    space = load_space(str(space_file(tmp_path, "tpe", max_trials=3)))
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with open_store(url) as store:
+        create_or_resume_custom_study(store, "old", space.text, space.hyperparameters(), space.search)
+    first = run(url, "old", trial_fn=recall_trial)
+    with open_store(url) as store:
+        study = create_or_resume_study(store, "old", space, search=space.search.replace("test", max_trials=6))
+    assert study.settings.base is None
+    trials = run(url, "old", trial_fn=recall_trial)
+    assert len(first) == 3 and len(trials) == 6
+    assert all(space.searched_values(t.params) != BASE for t in trials)
+
+
 # --- bad input: one line, exit code 2, no study -------------------------------------------
 
 

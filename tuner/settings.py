@@ -49,7 +49,11 @@ class SearchSettings:
     # trial builds a new TensorFlow graph and a process only grows (experiments/benchmarks/worker_memory.py).
     trials_per_process: int | None = TRIALS_PER_PROCESS
     early_terminate: dict[str, Any] | None = None  # checked, defaults filled: {"type": "hyperband", "min_iter": 1, "eta": 3}
-    enqueue: list[str] = field(default_factory=list)  # training configs run first, their values read at the parameters' paths
+    # random, bayesian, tpe: the space's own config is the first trial, so that a search never
+    # returns worse on validation than where it started (skipped, with a note, if a value of it
+    # lies outside the space). Measured: experiments/benchmarks/sample_efficiency.py --base-first
+    base_first: bool = True
+    enqueue: list[str] = field(default_factory=list)  # training configs run next, their values read at the parameters' paths
     warm_start: dict[str, Any] | None = None  # tpe: {study: NAME, storage: URL (default: this study's)}
 
     def replace(self, source: str, **changes) -> SearchSettings:
@@ -111,7 +115,8 @@ class StudySettings:
     heartbeat_timeout: float = 60.0  # seconds without a beat before a running trial is declared lost
     towers: dict | None = None  # fingerprint of the space's own towers (usercode.fingerprint)
     initial_points: int | None = None  # bayesian, tpe: random trials first, pinned when a budget grew
-    enqueued: list[dict] = field(default_factory=list)  # search.enqueue's values, read at creation: run first
+    base: dict | None = None  # search.base_first: the space's own config's values, run first; kept on resume
+    enqueued: list[dict] = field(default_factory=list)  # search.enqueue's values, read at creation: run next
     warm_trials: dict | None = None  # tpe: search.warm_start's {study, storage, trials}, read at creation
 
     def stored(self) -> dict[str, Any]:

@@ -41,8 +41,8 @@ class _NoFiles:
 
 
 class _Enqueued:
-    """Hands out the study's enqueued values (`search.enqueue`) as its first trials, then asks
-    the oracle. Keras Tuner numbers a new trial by the trials it has, so the count says which."""
+    """Hands out the study's base values (`search.base_first`) and enqueued ones (`search.enqueue`)
+    as its first trials, then asks the oracle. Keras Tuner numbers a new trial by the trials it has, so the count says which."""
 
     enqueued: list = []
 
@@ -85,8 +85,8 @@ def new_oracle(study: Study):
     else:
         oracle = cls(max_trials=s.search.max_trials, **kwargs)
     oracle.verbose = 0
-    if s.enqueued:
-        oracle.enqueued = s.enqueued
+    if s.base or s.enqueued:
+        oracle.enqueued = ([s.base] if s.base else []) + s.enqueued
     return oracle
 
 

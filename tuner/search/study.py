@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import sys
 
 from tuner import config, towers_check, typed, usercode
 from tuner.errors import ConfigError
@@ -37,14 +38,35 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
         from tuner.search.warmstart import enqueued_values
 
         enqueue = enqueued_values(space, search.enqueue, hyperparameters)
+    base = first_trial(store, name, space, search, hyperparameters)
+    if base is not None and base in (enqueue or []):
+        base = None  # enqueued as well: run once
     return create_or_resume_custom_study(store, name, space.text, hyperparameters, search,
                                          heartbeat_timeout=heartbeat_timeout, budget=budget, towers=towers,
-                                         enqueue=enqueue)
+                                         enqueue=enqueue, base=base)
+
+
+def first_trial(store: Store, name: str, space: Space, search: SearchSettings, hyperparameters) -> dict | None:
+    """The space's own values to run first (`search.base_first`), or None. A resume keeps what its
+    study was created with (none, for a study made before the setting existed). A base value
+    outside the space is a note on stderr, not an error: the search runs without it."""
+    if not search.base_first or search.oracle not in ENQUEUE_ORACLES:
+        return None
+    existing = next((s for s in list_studies(store) if s.name == name), None)
+    if existing is not None:
+        return existing.settings.base
+    from tuner.search.warmstart import base_values
+
+    try:
+        return base_values(space, hyperparameters)
+    except ConfigError as e:
+        print(f"note: {e}; the search starts without it (search.base_first)", file=sys.stderr, flush=True)
+        return None
 
 
 def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparameters, search: SearchSettings, *,
                                   heartbeat_timeout: float = 60.0, budget: str = "set", towers: dict | None = None,
-                                  enqueue: list[dict] | None = None) -> Study:
+                                  enqueue: list[dict] | None = None, base: dict | None = None) -> Study:
     """The study `name` searching any keras_tuner.HyperParameters, for trial functions that do
     not train configs (tests, benchmarks); `text` is stored as the study's space.
 
@@ -60,7 +82,8 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
     was extended on the command line keeps the larger budget. `towers`: the fingerprint of the
     space's own towers (`usercode.fingerprint`), recorded for workers to compare. `enqueue`:
     values to run first (`search.enqueue` read by `warmstart.enqueued_values`); the settings'
-    `warm_start` study is read here, so a study is only created once it fits.
+    `warm_start` study is read here, so a study is only created once it fits. `base`: values to
+    run before those (`search.base_first`, read by `first_trial`).
     """
     where = f"study '{name}'"
     if heartbeat_timeout <= 0:
@@ -81,10 +104,10 @@ def create_or_resume_custom_study(store: Store, name: str, text: str, hyperparam
     if search.enqueue and enqueue is None:
         raise ConfigError(f"{where}: search.enqueue: config files are read at a space's parameter paths, "
                           "and this study has no space (give the values as `enqueue`)")
-    if enqueue:
+    if enqueue or base:
         typed.one_of(search.oracle, ENQUEUE_ORACLES, where, "search.oracle (with search.enqueue)")
     settings = StudySettings(search, hyperparameters=hyperparameters.get_config(), heartbeat_timeout=heartbeat_timeout,
-                             towers=towers, enqueued=enqueue or [], warm_trials=warm_trials)
+                             towers=towers, base=base, enqueued=enqueue or [], warm_trials=warm_trials)
     study, created = create_or_get_study(store, name=name, space=text, settings=settings,
                                          resizable=("max_trials", "initial_points"))
     wanted, stored = search.max_trials, study.settings.search.max_trials

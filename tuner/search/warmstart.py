@@ -1,6 +1,7 @@
-"""Warm start: what a study knows before its first trial. `search.enqueue` runs known configs
-first (the base config, a hand-tuned one, last month's best), their values read at the space's
-parameter paths; `search.warm_start` gives TPE the trials of an earlier study.
+"""Warm start: what a study knows before its first trial. `search.base_first` runs the space's
+own config first; `search.enqueue` runs known configs next (a hand-tuned one, last month's best),
+their values read at the space's parameter paths; `search.warm_start` gives TPE the trials of an
+earlier study.
 
 Both are read when the study is created, checked against the space, and kept in the study's
 settings: workers on other machines need neither the files nor the other store. A resume keeps
@@ -32,6 +33,12 @@ def enqueued_values(space: Space, files: Sequence[str], hyperparameters) -> list
     return [_values_of(space, str(folder / f), hyperparameters) for f in files]
 
 
+def base_values(space: Space, hyperparameters) -> dict:
+    """The values of the space's own config (its sections besides `parameters` and `search`), as
+    `search.base_first` runs them; a ConfigError naming the parameter whose value lies outside."""
+    return _config_values(space, space.base, space.source, hyperparameters)
+
+
 def _values_of(space: Space, path: str, hyperparameters) -> dict:
     data = safe_yaml.read(path)  # missing or unreadable: a one-line error naming the file
     if isinstance(data, dict) and "parameters" in data:
@@ -40,6 +47,10 @@ def _values_of(space: Space, path: str, hyperparameters) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a training config (expected a mapping of config sections, "
                           f"got {type(data).__name__})")
+    return _config_values(space, data, path, hyperparameters)
+
+
+def _config_values(space: Space, data: dict, path: str, hyperparameters) -> dict:
     full = config.from_dict(data, path).to_dict()
     values: dict = {}
     for p in space.parameters:  # parents first: a child is read only where the config makes it active
