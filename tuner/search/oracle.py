@@ -42,7 +42,8 @@ class _NoFiles:
 
 class _Enqueued:
     """Hands out the study's base values (`search.base_first`) and enqueued ones (`search.enqueue`)
-    as its first trials, then asks the oracle. Keras Tuner numbers a new trial by the trials it has, so the count says which."""
+    as its first trials, then asks the oracle. Keras Tuner numbers a new trial by the trials it
+    has, so the count says which."""
 
     enqueued: list = []
 

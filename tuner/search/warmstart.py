@@ -3,11 +3,12 @@ own config first; `search.enqueue` runs known configs next (a hand-tuned one, la
 their values read at the space's parameter paths; `search.warm_start` gives TPE the trials of an
 earlier study.
 
-Both are read when the study is created, checked against the space, and kept in the study's
+All are read when the study is created, checked against the space, and kept in the study's
 settings: workers on other machines need neither the files nor the other store. A resume keeps
-the warm-start trials it was created with, however many the earlier study has gained since.
-Anything that does not fit is a one-line ConfigError naming the file or key and the parameter,
-raised before a study is created.
+the base and warm-start trials it was created with, however many the earlier study has gained
+since. Anything that does not fit is a one-line ConfigError naming the file or key and the
+parameter, raised before a study is created; only a base that does not fit is a note instead
+(`study.first_trial`): the author of a space did not ask for it.
 """
 from __future__ import annotations
 
