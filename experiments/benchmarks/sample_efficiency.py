@@ -1,7 +1,7 @@
 """Sample efficiency: the best validation objective each oracle finds after 10, 20 and 40 trials.
 
     python experiments/benchmarks/sample_efficiency.py [--arms random bayesian tpe] [--seeds 1 2 3 4 5]
-        [--trials 40] [--jobs 2] [--out DIR] [--no-run]
+        [--trials 40] [--jobs 2] [--out DIR] [--no-run] [--base-first] [--stop-at N]
 
 `tuner/spaces/full.yaml` on MovieLens-100K, as it was when the stores began (frozen in
 `sample_efficiency/space.yaml`: `recent` pooling, added since, is not among its values, so every
@@ -18,6 +18,12 @@ TensorFlow thread) in trial order, so a study's first n trials are an n-trial se
 studies run side by side (one per core), seed by seed so that a partial run compares the arms on
 the same seeds. A finished study is read, not run again, and a stopped one continues from its
 store: rerunning the same command resumes. `--no-run` prints the tables from the stores as they are.
+
+`--base-first`: every study of every arm runs the space's own config first (its epochs halved
+as the searched ones are), as `search.base_first` does in a search (stores in
+DIR/base-first; the default stores predate that setting and start cold). `--stop-at N` runs each
+study to its first N trials only, so that a pass gives every seed's 20-trial search before any
+study goes on to 40; rerunning without it continues them.
 
 Per arm, over its seeds: mean ± sd of the best val objective of the completed trials among the
 first 10, 20 and 40 (the count of studies that got that far in brackets), and the trial-seconds
@@ -46,7 +52,8 @@ from tuner.settings import TRIALS_PER_PROCESS
 from tuner.store import COMPLETED, PRUNED, list_studies, list_trials, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
-SPACE = Path(__file__).resolve().parent / "sample_efficiency" / "space.yaml"  # full.yaml, frozen
+DEFAULT_OUT = Path(__file__).resolve().parent / "sample_efficiency"
+SPACE = DEFAULT_OUT / "space.yaml"  # full.yaml, frozen
 ARMS = ("random", "bayesian", "tpe")
 PRUNER = {"type": "hyperband", "min_iter": 1, "eta": 3}
 EPOCHS = [2, 4, 6]  # full.yaml searches 4, 8, 12
@@ -62,11 +69,28 @@ def store_url(out: Path, arm: str, seed: int) -> str:
     return f"sqlite:///{out / study_name(arm, seed)}.db"
 
 
-def space_text(arm: str, seed: int, trials: int) -> str:
-    """full.yaml searched by `arm` with `seed`, `trials` trials, the shared pruner and epochs."""
+def base_config(out: Path) -> Path:
+    """The space's own base config with its epochs halved as the searched ones are (8 to 4),
+    written into `out` for `search.enqueue`: what the engineer who wrote the space runs today."""
+    space = safe_yaml.read(SPACE)
+    base = {k: v for k, v in space.items() if k not in ("parameters", "search")}
+    base["training"] = {**base["training"], "epochs": base["training"]["epochs"] // 2}
+    path = out / "base.yaml"
+    path.write_text("# sample_efficiency/space.yaml's base config, epochs halved (sample_efficiency.py --base-first)\n"
+                    + yaml.safe_dump(base, sort_keys=False, default_flow_style=None))
+    return path
+
+
+def space_text(arm: str, seed: int, trials: int, enqueue: Path | None = None) -> str:
+    """full.yaml searched by `arm` with `seed`, `trials` trials, the shared pruner and epochs;
+    `enqueue`: a config every arm runs as its first trial."""
     space = safe_yaml.read(SPACE)
     space["parameters"]["training.epochs"] = {"values": EPOCHS}
     space["search"] = {**space["search"], "oracle": arm, "seed": seed, "max_trials": trials, "early_terminate": PRUNER}
+    if enqueue is not None:
+        space["search"]["enqueue"] = [enqueue.name]  # relative to the store's folder (start_study)
+    else:  # cold, as the default stores began (their epochs 8 would be outside 2, 4, 6 anyway)
+        space["search"]["base_first"] = False
     return f"# full.yaml, oracle {arm}, seed {seed} (experiments/benchmarks/sample_efficiency.py)\n" + \
         yaml.safe_dump(space, sort_keys=False, default_flow_style=None)
 
@@ -78,18 +102,22 @@ def finished(url: str, study: str) -> int:
         return sum(t.status in FINISHED for t in list_trials(store, study))
 
 
-def start_study(out: Path, name: str, trials: int, trials_per_process: int) -> subprocess.Popen | None:
-    """Starts (or resumes) study `name` ("arm-seed") in a worker process, unless it is finished."""
+def start_study(out: Path, name: str, trials: int, trials_per_process: int, stop_at: int | None = None,
+                enqueue: Path | None = None) -> subprocess.Popen | None:
+    """Starts (or resumes) study `name` ("arm-seed") in a worker process, unless it is finished
+    or has its first `stop_at` trials (a pass that gives every study that many before any gets more)."""
     from tuner.search import create_or_resume_study
     from tuner.space import load_space_text
 
     arm, seed = name.rsplit("-", 1)
-    url, study, text = store_url(out, arm, int(seed)), study_name(arm, int(seed)), space_text(arm, int(seed), trials)
+    url, study, text = store_url(out, arm, int(seed)), study_name(arm, int(seed)), space_text(arm, int(seed), trials, enqueue)
     done = finished(url, study)
-    if done >= trials:
+    if done >= min(trials, stop_at or trials):
         return None
+    if stop_at is not None:
+        trials_per_process = min(trials_per_process, stop_at - done)
     with open_store(url) as store:
-        create_or_resume_study(store, study, load_space_text(text, f"{study}.yaml"))
+        create_or_resume_study(store, study, load_space_text(text, str(out / f"{study}.yaml")))
     print(f"{study}: {done} of {trials} trials finished, running the rest", file=sys.stderr, flush=True)
     return start_worker(url, study, name, out / f"{study}.log", trials_per_process)
 
@@ -196,16 +224,23 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=2, help="studies run side by side (one worker process each)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "sample_efficiency",
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="stores and logs (kept with the benchmark, so a stopped run resumes anywhere)")
     parser.add_argument("--no-run", action="store_true", help="only print the tables of the stores as they are")
+    parser.add_argument("--base-first", action="store_true",
+                        help="every study runs the space's base config first (search.enqueue); default --out "
+                             "sample_efficiency/base-first")
+    parser.add_argument("--stop-at", type=int, help="run each study only to this many trials (rerun without it to go on)")
     parser.add_argument("--trials-per-process", type=int, default=TRIALS_PER_PROCESS,
                         help="a fresh worker process after this many trials (search.trials_per_process)")
     args = parser.parse_args()
+    if args.base_first and args.out == DEFAULT_OUT:
+        args.out = DEFAULT_OUT / "base-first"
     args.out.mkdir(parents=True, exist_ok=True)
+    enqueue = base_config(args.out) if args.base_first else None
     names = [f"{arm}-{seed}" for seed in args.seeds for arm in args.arms]  # seed by seed: partial runs compare
     run_queue([] if args.no_run else names, args.jobs, args.out,
-              lambda name: start_study(args.out, name, args.trials, args.trials_per_process))
+              lambda name: start_study(args.out, name, args.trials, args.trials_per_process, args.stop_at, enqueue))
     means = table(args.out, args.arms, args.seeds, args.trials)
     region(args.out, args.arms, args.seeds, args.trials)
     print(json.dumps(ratios(means)))
