@@ -49,9 +49,9 @@ class SearchSettings:
     # trial builds a new TensorFlow graph and a process only grows (experiments/benchmarks/worker_memory.py).
     trials_per_process: int | None = TRIALS_PER_PROCESS
     early_terminate: dict[str, Any] | None = None  # checked, defaults filled: {"type": "hyperband", "min_iter": 1, "eta": 3}
-    # random, bayesian, tpe: the space's own config is the first trial, so that a search never
-    # returns worse on validation than where it started (skipped, with a note, if a value of it
-    # lies outside the space). Measured: experiments/benchmarks/sample_efficiency.py --base-first
+    # random, bayesian, tpe: the space's own config is the first trial, so that a search starts
+    # from what it is asked to improve (skipped, with a note, if a value of it lies outside the
+    # space). Measured: experiments/benchmarks/sample_efficiency.py --base-first
     base_first: bool = True
     enqueue: list[str] = field(default_factory=list)  # training configs run next, their values read at the parameters' paths
     warm_start: dict[str, Any] | None = None  # tpe: {study: NAME, storage: URL (default: this study's)}
