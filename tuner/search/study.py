@@ -28,9 +28,10 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
     ConfigError, and no study, when they fail); the study records the code's fingerprint, and
     resuming it with other code is refused, as workers with other code refuse to join."""
     cfg, towers = config.from_dict(space.base, space.source), None
+    existing = next((s for s in list_studies(store) if s.name == name), None)
     if cfg.model.towers is not None:
         towers = towers_check.in_child(cfg)
-        for existing in (s for s in list_studies(store) if s.name == name):
+        if existing is not None:
             usercode.verify(existing.settings.towers, f"study '{name}'")
     search, hyperparameters = search or space.search, space.hyperparameters()
     enqueue = None
@@ -38,7 +39,7 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
         from tuner.search.warmstart import enqueued_values
 
         enqueue = enqueued_values(space, search.enqueue, hyperparameters)
-    base = first_trial(store, name, space, search, hyperparameters)
+    base = first_trial(existing, space, search, hyperparameters)
     if base is not None and base in (enqueue or []):
         base = None  # enqueued as well: run once
     return create_or_resume_custom_study(store, name, space.text, hyperparameters, search,
@@ -46,13 +47,13 @@ def create_or_resume_study(store: Store, name: str, space: Space, *, search: Sea
                                          enqueue=enqueue, base=base)
 
 
-def first_trial(store: Store, name: str, space: Space, search: SearchSettings, hyperparameters) -> dict | None:
-    """The space's own values to run first (`search.base_first`), or None. A resume keeps what its
-    study was created with (none, for a study made before the setting existed). A base value
-    outside the space is a note on stderr, not an error: the search runs without it."""
+def first_trial(existing: Study | None, space: Space, search: SearchSettings, hyperparameters) -> dict | None:
+    """The space's own values to run first (`search.base_first`), or None. A resume (`existing`,
+    the stored study) keeps what its study was created with (none, for a study made before the
+    setting existed). A base value outside the space is a note on stderr, not an error: the
+    search runs without it."""
     if not search.base_first or search.oracle not in ENQUEUE_ORACLES:
         return None
-    existing = next((s for s in list_studies(store) if s.name == name), None)
     if existing is not None:
         return existing.settings.base
     from tuner.search.warmstart import base_values
